@@ -1,0 +1,566 @@
+"""`build_dataset`: render or load the assets, build every shard in parallel worker processes,
+resume what an earlier run left, and write the manifest last.
+
+Data flow: options -> plan + assets (parent) -> shard tasks -> workers (compose, encode, sums, write
+one shard each) -> shard sidecars -> manifest (parent). The parent never opens a shard for writing.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import __version__
+from .assets import AssetSet, procedural_assets
+from .codecs import DEFAULT_JPEG_QUALITY, FieldCodecs, default_codecs
+from .compose import MASK_ON, composite, paste_depth, paste_mask, prepare_foreground
+from .errors import DepthmaskError
+from .procs import worker_context
+from .folder import BuildLock, foreign_entries, prepare_output_folder, remove_dataset
+from .format import (BACKGROUNDS_NAME, payload_crc32, BUILD_STATE_NAME, FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME,
+                     pack_record, read_json, shard_path, shard_sidecar_path, write_json_atomic)
+from .plan import SPLIT_NAMES, SamplePlan, make_split, placements
+from .shards import DEFAULT_MAP_SIZE, ShardWriter, remove_lmdb_file, tmp_path_for
+from .stats import ChannelSums, StatsAccumulator, image_sums, summarise
+
+DEFAULT_SHARD_SIZE = 4096
+PROGRESS_EVERY = 64
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything that decides a dataset's content, plus how to run the build.
+
+    Content options (seed, counts, size, codecs, split, shard size) are recorded in the manifest; a
+    resumed build must repeat them. Run options (workers, part, overwrite, progress) are free.
+    """
+
+    output: Path
+    seed: int = 0
+    backgrounds: int = 102
+    foregrounds: int = 104
+    positions: int = 20
+    flip: bool = True
+    limit: int | None = None
+    size: int = 224
+    shard_size: int = DEFAULT_SHARD_SIZE
+    val_fraction: float = 0.1
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
+    workers: int = 0  # 0: all cores
+    part: tuple[int, int] | None = None  # (K, N): build only part K of N
+    merge_only: bool = False
+    overwrite: bool = False
+    max_shard_size_mb: int = DEFAULT_MAP_SIZE >> 20
+
+    def content(self) -> dict[str, Any]:
+        return {"seed": self.seed, "backgrounds": self.backgrounds, "foregrounds": self.foregrounds,
+                "positions": self.positions, "flip": self.flip, "limit": self.limit, "size": self.size,
+                "shard_size": self.shard_size, "val_fraction": self.val_fraction,
+                "jpeg_quality": self.jpeg_quality}
+
+
+@dataclass
+class BuildSummary:
+    output: Path
+    complete: bool
+    samples: int
+    shards: int
+    built_samples: int  # by this run (0 when everything was already there)
+    seconds: float
+    bytes_on_disk: int
+    part: tuple[int, int] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def kb_per_sample(self) -> float:
+        return self.bytes_on_disk / 1024 / max(self.samples, 1)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.built_samples / self.seconds if self.seconds > 0 else 0.0
+
+
+def validate_options(options: BuildOptions) -> None:
+    checks = [
+        ("--seed", options.seed, isinstance(options.seed, int) and 0 <= options.seed < 2**63, "a whole number >= 0"),
+        ("--backgrounds", options.backgrounds, _count(options.backgrounds), "a whole number >= 1"),
+        ("--foregrounds", options.foregrounds, _count(options.foregrounds), "a whole number >= 1"),
+        ("--positions", options.positions, _count(options.positions), "a whole number >= 1"),
+        ("--limit", options.limit, options.limit is None or _count(options.limit), "a whole number >= 1"),
+        ("--size", options.size, _count(options.size) and 192 <= options.size <= 1024,
+         "a whole number from 192 to 1024 (foregrounds are up to 160 px wide)"),
+        ("--shard-size", options.shard_size, _count(options.shard_size), "a whole number >= 1"),
+        ("--val-fraction", options.val_fraction, 0.0 <= options.val_fraction < 0.5, "a fraction in [0, 0.5)"),
+        ("--jpeg-quality", options.jpeg_quality, _count(options.jpeg_quality) and options.jpeg_quality <= 100,
+         "a whole number from 1 to 100"),
+        ("--workers", options.workers, isinstance(options.workers, int) and options.workers >= 0,
+         "a whole number >= 1 (or 0 for all cores)"),
+        ("--max-shard-size-mb", options.max_shard_size_mb, _count(options.max_shard_size_mb), "a whole number >= 1"),
+    ]
+    for name, value, ok, expected in checks:
+        if not ok:
+            raise DepthmaskError(f"{name}: expected {expected}, got {value!r}")
+    if options.part is not None:
+        k, n = options.part
+        if not (_count(n) and _count(k) and k <= n):
+            raise DepthmaskError(f"--part: expected K/N with 1 <= K <= N, got {k}/{n}")
+        if options.merge_only:
+            raise DepthmaskError("--part and --merge cannot be combined: merge after all parts are built")
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def load_assets(options: BuildOptions) -> AssetSet:
+    return procedural_assets(options.backgrounds, options.foregrounds, seed=options.seed, size=options.size)
+
+
+def shard_ranges(count: int, shard_size: int) -> list[tuple[int, int]]:
+    return [(start, min(start + shard_size, count)) for start in range(0, count, shard_size)]
+
+
+# ---- the worker side -----------------------------------------------------------------------------
+@dataclass
+class _WorkerContext:
+    """What each worker needs, set once per process (inherited over fork, pickled once under spawn)."""
+
+    root: Path
+    options: BuildOptions
+    plan: SamplePlan
+    assets: AssetSet
+    split: Any
+    codecs: FieldCodecs
+    bg_sums: list[ChannelSums]
+    progress: Any  # multiprocessing.Value('q') or None
+    prepared: list[tuple[Any, Any]] | None = None
+
+    def prepare(self) -> None:
+        if self.prepared is None:
+            self.prepared = [(prepare_foreground(fg), prepare_foreground(fg, flip=True))
+                             for fg in self.assets.foregrounds]
+
+
+_CONTEXT: _WorkerContext | None = None
+
+
+def _init_worker(context: _WorkerContext) -> None:
+    global _CONTEXT
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core already
+    _CONTEXT = context
+    _CONTEXT.prepare()
+
+
+def _build_shard_task(shard_id: int, start: int, stop: int) -> dict[str, Any]:
+    try:
+        return build_shard(_CONTEXT, shard_id, start, stop)
+    except DepthmaskError:
+        raise
+    except OSError as exc:
+        raise DepthmaskError(f"{shard_path(_CONTEXT.root, shard_id)}: {exc.strerror or exc}") from None
+    except Exception as exc:  # noqa: BLE001 - surfaced to the parent as one line, not a pickled traceback
+        name = type(exc).__name__
+        if name in ("DiskError", "Error", "MapFullError"):  # lmdb errors, e.g. ENOSPC
+            raise DepthmaskError(f"{shard_path(_CONTEXT.root, shard_id)}: LMDB write failed: {exc}") from None
+        raise DepthmaskError(f"shard {shard_id}: build failed: {name}: {exc}") from None
+
+
+def shard_samples(context: _WorkerContext, start: int, stop: int) -> dict[str, np.ndarray]:
+    """Vectorised plan of a shard: per sample bg, fg, flip, x, y and split."""
+    plan, assets = context.plan, context.assets
+    index = np.arange(start, stop, dtype=np.int64)
+    bg, fg, _, flipped = plan.locate(index)
+    widths = np.array([f.shape[1] for f in assets.foregrounds], np.int64)
+    heights = np.array([f.shape[0] for f in assets.foregrounds], np.int64)
+    ground = np.array(assets.ground_tops, np.int64)
+    x, y = placements(context.options.seed, plan.placement_key(index), widths[fg], heights[fg], ground[bg],
+                      context.options.size)
+    return {"index": index, "bg": bg, "fg": fg, "flip": flipped, "x": x, "y": y,
+            "split": context.split.assign(bg, fg)}
+
+
+def render_sample(context: _WorkerContext, bg: int, fg: int, flip: bool, x: int, y: int):
+    """(fg_bg, mask, depth) arrays of one sample: pure, used by the build and by tests."""
+    context.prepare()
+    prepared = context.prepared[fg][1 if flip else 0]
+    background = context.assets.backgrounds[bg]
+    fg_bg = composite(background, prepared, x, y)
+    mask = paste_mask(background.shape[:2], prepared, x, y)
+    depth = paste_depth(context.assets.background_depths[bg], prepared, x, y)
+    return fg_bg, mask, depth, prepared
+
+
+def build_shard(context: _WorkerContext, shard_id: int, start: int, stop: int) -> dict[str, Any]:
+    """Build one shard under a temporary name, rename it into place, then write its sidecar."""
+    codecs = context.codecs
+    plan = shard_samples(context, start, stop)
+    acc = StatsAccumulator()
+    field_bytes = {"fg_bg": 0, "mask": 0, "depth": 0}
+    split_counts = {name: 0 for name in SPLIT_NAMES}
+    bg_uses: dict[tuple[str, int], int] = {}
+    final = shard_path(context.root, shard_id)
+    unreported = 0
+    with ShardWriter(final, map_size=context.options.max_shard_size_mb << 20) as writer:
+        for j in range(stop - start):
+            bg, fg, flip = int(plan["bg"][j]), int(plan["fg"][j]), bool(plan["flip"][j])
+            x, y = int(plan["x"][j]), int(plan["y"][j])
+            split = SPLIT_NAMES[plan["split"][j]]
+            fg_bg, mask, depth, prepared = render_sample(context, bg, fg, flip, x, y)
+            jpeg = codecs.fg_bg.encode(fg_bg)
+            mask_png = codecs.mask.encode(mask)
+            depth_png = codecs.depth.encode(depth)
+            # statistics of what a reader will decode: fg_bg is lossy, so decode it; mask and depth
+            # are lossless, so their arrays are exactly what will be read back
+            acc.add_image(split, "fg_bg", codecs.fg_bg.decode(jpeg))
+            on = int(prepared.mask.sum())
+            acc._sums(split, "mask").add([on * MASK_ON], [on * MASK_ON * MASK_ON], mask.size)
+            acc.add_image(split, "depth", depth)
+            bg_uses[(split, bg)] = bg_uses.get((split, bg), 0) + 1
+            split_counts[split] += 1
+            field_bytes["fg_bg"] += len(jpeg)
+            field_bytes["mask"] += len(mask_png)
+            field_bytes["depth"] += len(depth_png)
+            writer.put(start + j, pack_record({"fg_bg": jpeg, "mask": mask_png, "depth": depth_png,
+                                               "bg": bg, "fg": fg, "flip": flip, "x": x, "y": y,
+                                               "crc32": payload_crc32(jpeg, mask_png, depth_png)}))
+            unreported += 1
+            if unreported >= PROGRESS_EVERY and context.progress is not None:
+                with context.progress.get_lock():
+                    context.progress.value += unreported
+                unreported = 0
+    if unreported and context.progress is not None:
+        with context.progress.get_lock():
+            context.progress.value += unreported
+    for (split, bg), uses in sorted(bg_uses.items()):
+        acc.add_sums(split, "bg", context.bg_sums[bg], times=uses)
+    entry = {
+        "shard": shard_id,
+        "path": str(final.relative_to(context.root)),
+        "start": start,
+        "stop": stop,
+        "records": writer.hasher.records,
+        "sha256": writer.hasher.hexdigest(),
+        "bytes": final.stat().st_size,
+        "field_bytes": field_bytes,
+        "split_counts": split_counts,
+        "content": context.options.content(),
+        "stats": acc.to_json(),
+    }
+    write_json_atomic(shard_sidecar_path(context.root, shard_id), entry)
+    return entry
+
+
+# ---- the parent side -----------------------------------------------------------------------------
+def build_dataset(options: BuildOptions, *, progress: bool = True,
+                  log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> BuildSummary:
+    """Build (or resume, or finish merging) the dataset described by `options` into options.output."""
+    validate_options(options)
+    started = time.perf_counter()
+    root = prepare_output_folder(Path(options.output))
+    lock = BuildLock(root, options.part)
+    with lock:
+        existing = _check_existing(root, options)
+        if existing is not None:
+            return existing
+        plan = SamplePlan(options.backgrounds, options.foregrounds, options.positions, options.flip, options.limit)
+        split = make_split(options.backgrounds, options.foregrounds, options.val_fraction, options.seed)
+        assets = load_assets(options)
+        codecs = default_codecs(options.jpeg_quality)
+        asset_description = assets.describe()
+        _record_build_state(root, options, asset_description)
+        bg_sums = _write_backgrounds(root, assets, codecs, options)
+        ranges = shard_ranges(plan.count, options.shard_size)
+        todo = _shards_to_build(root, ranges, options)
+        if options.merge_only and todo:
+            missing = ", ".join(str(s) for s, _, _ in todo[:8]) + (" ..." if len(todo) > 8 else "")
+            raise DepthmaskError(f"{root}: cannot merge, {len(todo)} shard(s) not built yet: {missing}")
+        context = _WorkerContext(root, options, plan, assets, split, codecs, bg_sums, progress=None)
+        built = sum(stop - start for _, start, stop in todo)
+        already = len(_shards_in_part(ranges, options)) - len(todo)
+        if todo:
+            log(f"building {built:,} samples in {len(todo)} shard(s) into {root}"
+                + (f" (part {options.part[0]}/{options.part[1]})" if options.part else "")
+                + (f"; {already} shard(s) already done, resuming" if already else ""))
+            _run_shards(context, todo, options, progress)
+        if options.part is not None:
+            seconds = time.perf_counter() - started
+            return BuildSummary(root, False, plan.count, len(_shards_in_part(ranges, options)), built, seconds,
+                                _folder_bytes(root), part=options.part,
+                                notes=[f"part {options.part[0]}/{options.part[1]} done; when every part is done, "
+                                       f"run the same command with --merge instead of --part to write the manifest"])
+        manifest = _merge_manifest(root, options, plan, split, codecs, assets, asset_description, ranges)
+        write_json_atomic(root / MANIFEST_NAME, manifest)
+        (root / BUILD_STATE_NAME).unlink(missing_ok=True)
+        lock.release(remove=True)
+        seconds = time.perf_counter() - started
+        return BuildSummary(root, True, plan.count, len(ranges), built, seconds, manifest["sizes"]["total_on_disk"])
+
+
+def _check_existing(root: Path, options: BuildOptions) -> BuildSummary | None:
+    """Refuse to clobber; report a finished dataset; check a resumed build repeats its options."""
+    manifest_path = root / MANIFEST_NAME
+    state_path = root / BUILD_STATE_NAME
+    if options.overwrite and (manifest_path.exists() or state_path.exists()):
+        foreign = foreign_entries(root)
+        if foreign:
+            raise DepthmaskError(f"{root}: holds files that are not part of a dataset ({', '.join(foreign[:5])}); "
+                                 "refusing to overwrite: choose an empty or new folder")
+        remove_dataset(root)
+        (root / "shards").mkdir(exist_ok=True)
+        return None
+    if manifest_path.exists():
+        manifest = read_json(manifest_path, "manifest")
+        if manifest.get("build", {}).get("content") == options.content():
+            return BuildSummary(root, True, manifest["sample_count"], len(manifest["shards"]), 0, 0.0,
+                                manifest["sizes"]["total_on_disk"],
+                                notes=["dataset is already complete with these options; nothing to do "
+                                       "(--overwrite rebuilds it)"])
+        raise DepthmaskError(f"{root}: already holds a complete dataset built with other options; "
+                             "pass --overwrite to replace it, or choose another folder")
+    if state_path.exists():
+        state = read_json(state_path, "build state")
+        if state.get("content") != options.content():
+            diffs = _describe_differences(state.get("content", {}), options.content())
+            raise DepthmaskError(f"{root}: holds an interrupted build with other options ({diffs}); rerun it with "
+                                 "the same options to resume, or pass --overwrite to start over")
+        return None
+    foreign = foreign_entries(root)
+    if foreign:
+        raise DepthmaskError(f"{root}: folder is not empty and is not a depthmask dataset "
+                             f"({', '.join(foreign[:5])}); choose an empty or new folder")
+    return None
+
+
+def _describe_differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+    keys = sorted(set(old) | set(new))
+    return ", ".join(f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k))
+
+
+def _record_build_state(root: Path, options: BuildOptions, assets: dict[str, Any]) -> None:
+    """build.json: the content options and asset hashes of a build in progress, for resume checks."""
+    path = root / BUILD_STATE_NAME
+    state = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "content": options.content(),
+             "assets": assets}
+    if path.exists():
+        old = read_json(path, "build state")
+        if old.get("assets") != assets:
+            changed = _changed_assets(old.get("assets", {}), assets)
+            raise DepthmaskError(f"{root}: the assets changed since this build started ({changed}); "
+                                 "pass --overwrite to rebuild from scratch")
+        return
+    write_json_atomic(path, state)
+
+
+def _changed_assets(old: dict[str, Any], new: dict[str, Any]) -> str:
+    changed = []
+    for kind in ("backgrounds", "foregrounds"):
+        for a, b in zip(old.get(kind, []), new.get(kind, [])):
+            if a != b:
+                changed.append(b.get("name", "?"))
+        if len(old.get(kind, [])) != len(new.get(kind, [])):
+            changed.append(f"{kind} count")
+    if old.get("source") != new.get("source"):
+        changed.append("source")
+    return ", ".join(changed[:5]) or "unknown"
+
+
+def _write_backgrounds(root: Path, assets: AssetSet, codecs: FieldCodecs, options: BuildOptions) -> list[ChannelSums]:
+    """Store every background once (JPEG as fg_bg, plus its depth); return exact sums of the decoded
+    stored images, which every sample's `bg` statistics are made of."""
+    encoded = [codecs.fg_bg.encode(img) for img in assets.backgrounds]
+    sums = []
+    for data in encoded:
+        s, q = image_sums(codecs.fg_bg.decode(data))
+        cs = ChannelSums(3)
+        cs.add(s, q, options.size * options.size)
+        sums.append(cs)
+    final = root / BACKGROUNDS_NAME
+    if not final.exists():
+        # a per-process temporary name: the parts of a partitioned build may all get here at once
+        tmp = final.with_name(f"{BACKGROUNDS_NAME}.tmp-{os.getpid()}")
+        with ShardWriter(final, tmp=tmp, map_size=max(64 << 20, 4 * sum(map(len, encoded)))) as writer:
+            for i, data in enumerate(encoded):
+                writer.put(i, pack_record({"image": data, "depth": codecs.depth.encode(assets.background_depths[i]),
+                                           "name": assets.background_names[i],
+                                           "ground_top": assets.ground_tops[i]}))
+    return sums
+
+
+def _shards_in_part(ranges: list[tuple[int, int]], options: BuildOptions) -> list[tuple[int, int, int]]:
+    shards = [(i, start, stop) for i, (start, stop) in enumerate(ranges)]
+    if options.part is None:
+        return shards
+    k, n = options.part
+    return [s for s in shards if s[0] % n == k - 1]
+
+
+def _shards_to_build(root: Path, ranges: list[tuple[int, int]], options: BuildOptions) -> list[tuple[int, int, int]]:
+    """Shards of this part without a finished file + sidecar; leftovers of killed runs are removed."""
+    todo = []
+    for shard_id, start, stop in _shards_in_part(ranges, options):
+        final = shard_path(root, shard_id)
+        sidecar = shard_sidecar_path(root, shard_id)
+        if final.exists() and sidecar.exists():
+            entry = read_json(sidecar, "shard sidecar")
+            if entry.get("content") == options.content() and (entry.get("start"), entry.get("stop")) == (start, stop):
+                continue
+        if not options.merge_only:
+            remove_lmdb_file(tmp_path_for(final))
+            remove_lmdb_file(final)
+            sidecar.unlink(missing_ok=True)
+        todo.append((shard_id, start, stop))
+    return todo
+
+
+def _run_shards(context: _WorkerContext, todo: list[tuple[int, int, int]], options: BuildOptions,
+                show_progress: bool) -> None:
+    from tqdm import tqdm
+
+    total = sum(stop - start for _, start, stop in todo)
+    workers = min(options.workers or os.cpu_count() or 1, len(todo))
+    bar = tqdm(total=total, unit="sample", disable=not show_progress, smoothing=0.1, dynamic_ncols=True,
+               mininterval=0.5)
+    try:
+        if workers == 1:
+            _init_worker_inline(context, bar)
+            for shard_id, start, stop in todo:
+                build_shard(context, shard_id, start, stop)
+            return
+        _run_pool(context, todo, workers, bar)
+    finally:
+        bar.close()
+
+
+class _BarCounter:
+    """Stands in for the shared counter when shards are built in the parent process."""
+
+    def __init__(self, bar: Any):
+        self.bar = bar
+        self.value = 0
+
+    def get_lock(self):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.update(self.value)
+        self.value = 0
+
+
+def _init_worker_inline(context: _WorkerContext, bar: Any) -> None:
+    context.progress = _BarCounter(bar)
+    context.prepare()
+
+
+def _run_pool(context: _WorkerContext, todo: list[tuple[int, int, int]], workers: int, bar: Any) -> None:
+    mp_context = worker_context()
+    counter = mp_context.Value("q", 0)
+    context.progress = counter
+    shown = 0
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp_context, initializer=_init_worker,
+                             initargs=(context,)) as pool:
+        pending = {pool.submit(_build_shard_task, *task) for task in todo}
+        try:
+            while pending:
+                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    future.result()  # re-raises a worker's DepthmaskError here
+                current = counter.value
+                bar.update(current - shown)
+                shown = current
+        except BrokenProcessPool:
+            raise DepthmaskError(f"{context.root}: a build worker died unexpectedly (killed, or out of memory?); "
+                                 "run the same command again to resume") from None
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            raise
+    bar.update(counter.value - shown)
+
+
+def _merge_manifest(root: Path, options: BuildOptions, plan: SamplePlan, split: Any, codecs: FieldCodecs,
+                    assets: AssetSet, asset_description: dict[str, Any],
+                    ranges: list[tuple[int, int]]) -> dict[str, Any]:
+    """Gather every shard's sidecar (exact sums, hashes, counts) into the one manifest."""
+    from .shards import ShardHasher, iterate_records
+
+    acc = StatsAccumulator()
+    shards, field_bytes = [], {"fg_bg": 0, "mask": 0, "depth": 0}
+    split_counts = {name: 0 for name in SPLIT_NAMES}
+    for shard_id, (start, stop) in enumerate(ranges):
+        entry = read_json(shard_sidecar_path(root, shard_id), "shard sidecar")
+        acc.merge(StatsAccumulator.from_json(entry["stats"]))
+        for k in field_bytes:
+            field_bytes[k] += entry["field_bytes"][k]
+        for k in split_counts:
+            split_counts[k] += entry["split_counts"][k]
+        shards.append({k: entry[k] for k in ("path", "start", "stop", "records", "sha256", "bytes")})
+    hasher = ShardHasher()
+    from .format import encode_key
+
+    for index, value in iterate_records(root / BACKGROUNDS_NAME):
+        hasher.update(encode_key(index), value)
+    from .shards import close_readonly
+
+    close_readonly(root / BACKGROUNDS_NAME)
+    bg_bytes = (root / BACKGROUNDS_NAME).stat().st_size
+    shard_bytes = sum(s["bytes"] for s in shards)
+    stats = {"all": summarise(acc.total())}
+    for name in ("train", "val"):
+        if split_counts[name]:
+            stats[name] = summarise(acc.total((name,)))
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "created_by": f"depthmask {__version__}",
+        "sample_count": plan.count,
+        "image_size": [options.size, options.size],
+        "fields": codecs.describe(),
+        "depth": assets.depth,
+        "plan": {"backgrounds": plan.n_backgrounds, "foregrounds": plan.n_foregrounds,
+                 "positions": plan.positions, "flip": plan.flip, "limit": plan.limit,
+                 "index_order": "index = ((bg * foregrounds + fg) * positions + position) * variants + flip; "
+                                "variants = 2 with flip, else 1",
+                 "placement": "x, y from SplitMix64(seed, index // variants); flipped twins share the placement"},
+        "split": {"val_backgrounds": list(split.val_backgrounds), "val_foregrounds": list(split.val_foregrounds),
+                  "counts": split_counts,
+                  "rule": "train: bg and fg both not held out; val: both held out; mixed: one held out (in neither)"},
+        "build": {"content": options.content(), "seed": options.seed, "shard_size": options.shard_size},
+        "assets": asset_description,
+        "backgrounds": {"path": BACKGROUNDS_NAME, "records": len(assets.backgrounds), "sha256": hasher.hexdigest(),
+                        "bytes": bg_bytes},
+        "shards": shards,
+        "stats": stats,
+        "sizes": {"fg_bg": field_bytes["fg_bg"], "mask": field_bytes["mask"], "depth": field_bytes["depth"],
+                  "backgrounds_file": bg_bytes, "shards": shard_bytes, "total_on_disk": shard_bytes + bg_bytes},
+    }
+
+
+def _folder_bytes(root: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(folder, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def options_as_dict(options: BuildOptions) -> dict[str, Any]:
+    out = asdict(options)
+    out["output"] = str(options.output)
+    return out

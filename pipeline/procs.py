@@ -1,0 +1,21 @@
+"""Process start method for worker pools.
+
+Forking a process whose OpenCV thread pool has already run deadlocks the child (the pool's threads
+do not exist there, and the first OpenCV call waits for them). So workers start from a forkserver,
+a clean process that has imported numpy/cv2/lmdb but run nothing, or by spawn where forkserver is
+not available. Scripts that build datasets must then guard their entry point with
+`if __name__ == "__main__":`, as with any multiprocessing code.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+
+_PRELOAD = ["numpy", "cv2", "lmdb", "msgpack", "pipeline.build", "pipeline.report"]
+
+
+def worker_context() -> mp.context.BaseContext:
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        return ctx
+    return mp.get_context("spawn")

@@ -1,0 +1,124 @@
+"""Reading a finished dataset: the manifest, records by global index, the stored backgrounds, splits.
+
+A reader holds no open LMDB handle when pickled, opens shards lazily and read-only without locks,
+and is therefore safe to hand to DataLoader workers under fork, spawn or forkserver.
+"""
+from __future__ import annotations
+
+import bisect
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import numpy as np
+
+from .codecs import DecodeError, codecs_from_manifest
+from .errors import DepthmaskError
+from .format import BACKGROUNDS_NAME, encode_key, read_manifest, unpack_record
+from .plan import SPLIT_NAMES, SamplePlan, Split
+from .shards import open_readonly
+
+
+class DatasetReader:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.manifest = read_manifest(self.root)
+        self.codecs = codecs_from_manifest(self.manifest["fields"])
+        self.shards = self.manifest["shards"]
+        self._starts = [s["start"] for s in self.shards]
+        self._backgrounds: list[tuple[np.ndarray, np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return int(self.manifest["sample_count"])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_backgrounds"] = None  # decoded again, once, in each process
+        return state
+
+    @property
+    def size(self) -> tuple[int, int]:
+        h, w = self.manifest["image_size"]
+        return int(h), int(w)
+
+    def shard_of(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} is outside 0..{len(self) - 1}")
+        return self.shards[bisect.bisect_right(self._starts, index) - 1]
+
+    def raw(self, index: int) -> bytes:
+        shard = self.shard_of(index)
+        path = self.root / shard["path"]
+        env = open_readonly(path)
+        try:
+            with env.begin(buffers=False) as txn:
+                value = txn.get(encode_key(index))
+        except lmdb.Error as exc:
+            raise DepthmaskError(f"{path}: shard is corrupted: {exc}") from None
+        if value is None:
+            raise DepthmaskError(f"{path}: sample {index} is missing from its shard")
+        return value
+
+    def record(self, index: int) -> dict[str, Any]:
+        shard_file = self.root / self.shard_of(index)["path"]
+        try:
+            return unpack_record(self.raw(index))
+        except (ValueError, TypeError) as exc:
+            raise DepthmaskError(f"{shard_file}: sample {index} is not a valid record: {exc}") from None
+
+    def decode(self, index: int, *, reduce: int = 1) -> dict[str, Any]:
+        """One sample as arrays: fg_bg (H,W,3) uint8 BGR, mask (H,W) uint8 0/255, depth (H,W) uint16,
+        bg (H,W,3) uint8 BGR (shared, do not modify), plus the plan fields."""
+        record = self.record(index)
+        try:
+            fg_bg = self.codecs.fg_bg.decode(record["fg_bg"], reduce)
+            mask = self.codecs.mask.decode(record["mask"])
+            depth = self.codecs.depth.decode(record["depth"])
+        except (DecodeError, KeyError) as exc:
+            raise DepthmaskError(f"{self.root / self.shard_of(index)['path']}: sample {index}: {exc}") from None
+        bg_image, _ = self.background(int(record["bg"]))
+        return {"fg_bg": fg_bg, "mask": mask, "depth": depth, "bg": bg_image, "bg_index": int(record["bg"]),
+                "fg_index": int(record["fg"]), "flip": bool(record["flip"]), "x": int(record["x"]),
+                "y": int(record["y"])}
+
+    def background(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(image BGR uint8, depth uint16) of a stored background, decoded once per process."""
+        if self._backgrounds is None:
+            self._backgrounds = self._load_backgrounds()
+        return self._backgrounds[index]
+
+    def _load_backgrounds(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        path = self.root / BACKGROUNDS_NAME
+        env = open_readonly(path)
+        out = []
+        try:
+            with env.begin(buffers=False) as txn:
+                for i in range(int(self.manifest["backgrounds"]["records"])):
+                    value = txn.get(encode_key(i))
+                    if value is None:
+                        raise DepthmaskError(f"{path}: background {i} is missing")
+                    record = unpack_record(value)
+                    out.append((self.codecs.fg_bg.decode(record["image"]), self.codecs.depth.decode(record["depth"])))
+        except (lmdb.Error, ValueError) as exc:
+            raise DepthmaskError(f"{path}: backgrounds file is corrupted: {exc}") from None
+        return out
+
+    def plan(self) -> SamplePlan:
+        p = self.manifest["plan"]
+        return SamplePlan(p["backgrounds"], p["foregrounds"], p["positions"], p["flip"], p["limit"])
+
+    def split_indices(self, name: str) -> np.ndarray:
+        """Global sample indices of a split ('train', 'val', 'mixed' or 'all'), ascending."""
+        if name == "all":
+            return np.arange(len(self), dtype=np.int64)
+        if name not in SPLIT_NAMES:
+            raise DepthmaskError(f"--split: unknown split {name!r}; expected one of all, {', '.join(SPLIT_NAMES)}")
+        split = Split(tuple(self.manifest["split"]["val_backgrounds"]), tuple(self.manifest["split"]["val_foregrounds"]))
+        index = np.arange(len(self), dtype=np.int64)
+        bg, fg, _, _ = self.plan().locate(index)
+        return index[split.assign(bg, fg) == SPLIT_NAMES.index(name)]
+
+    def stats(self, split: str = "all") -> dict[str, Any]:
+        """Per-field mean/std (RGB order, [0, 1] scale) over a split ('all' when not recorded per split)."""
+        stats = self.manifest["stats"]
+        return stats.get(split, stats["all"])
