@@ -1,0 +1,130 @@
+"""`dm-train` and `dm-export-samples`: thin click wrappers over training.train and training.export."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipeline import DepthmaskError
+from pipeline.cli_support import OneLineCommand, user_errors
+
+from .config import BEST_METRICS, LR_SCHEDULES, OPTIMIZERS, TrainConfig, check_architecture, parse_schedule
+from .losses import DEPTH_LOSSES, LossConfig
+from .models import ARCHITECTURES, ModelConfig
+
+_DEFAULT_ARCH = ModelConfig().depth_arch
+_DEFAULT_MASK_ARCH = ModelConfig().mask_arch
+_LOSS = LossConfig()
+_CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
+
+
+@click.command(cls=OneLineCommand, context_settings=_CONTEXT)
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("runs/default"), help="Run folder.")
+@click.option("--depth-arch", default=_DEFAULT_ARCH, help=f"Depth network: {', '.join(ARCHITECTURES)}.")
+@click.option("--mask-arch", default=_DEFAULT_MASK_ARCH, help=f"Mask network: {', '.join(ARCHITECTURES)}.")
+@click.option("--shared-encoder", is_flag=True, help="One encoder with a depth head and a mask head.")
+@click.option("--encoder-weights", type=click.Path(path_type=Path), default=None,
+              help="Local state_dict file for the encoder(s) (e.g. torchvision ResNet weights).")
+@click.option("--width", type=float, default=1.0, help="Channel width multiplier of the networks.")
+@click.option("--schedule", default="32:10,64:10",
+              help="Progressive resizing: SIZE:EPOCHS stages, in order (the original: 32:10,64:10).")
+@click.option("--batch-size", type=int, default=32, help="Samples per batch (per process under torchrun).")
+@click.option("--epoch-samples", type=int, default=None,
+              help="Samples per epoch, a fresh random subset each epoch.  [default: the whole train split]")
+@click.option("--val-samples", type=int, default=None, help="Validate on the first N val samples.  [default: all]")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adamw", help="Optimizer.")
+@click.option("--lr", type=float, default=1e-3, help="Peak learning rate.")
+@click.option("--weight-decay", type=float, default=1e-4, help="Weight decay.")
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="onecycle", help="Learning-rate schedule.")
+@click.option("--depth-loss", type=click.Choice(DEPTH_LOSSES), default="dense",
+              help="dense: L1 + SSIM + gradients (DenseDepth); cosine: the original's cosine-similarity loss.")
+@click.option("--w-depth", type=float, default=_LOSS.w_depth, help="Weight of the depth loss.")
+@click.option("--w-mask", type=float, default=_LOSS.w_mask, help="Weight of the mask loss.")
+@click.option("--w-l1", type=float, default=_LOSS.w_l1, help="Depth: weight of L1.")
+@click.option("--w-ssim", type=float, default=_LOSS.w_ssim, help="Depth: weight of (1 - SSIM) / 2.")
+@click.option("--w-grad", type=float, default=_LOSS.w_grad, help="Depth: weight of the image-gradient term.")
+@click.option("--w-bce", type=float, default=_LOSS.w_bce, help="Mask: weight of BCE.")
+@click.option("--w-dice", type=float, default=_LOSS.w_dice, help="Mask: weight of 1 - Dice.")
+@click.option("--augment/--no-augment", default=True, help="Joint geometric + photometric augmentation of train.")
+@click.option("--seed", type=int, default=0, help="Seed of initialisation, data order and augmentation.")
+@click.option("--best-metric", type=click.Choice(list(BEST_METRICS)), default="val_loss",
+              help="Validation metric that picks best.pt.")
+@click.option("--time-limit-min", type=float, default=None, help="Stop after this many minutes (resumable).")
+@click.option("--workers", type=int, default=2, help="DataLoader worker processes.")
+@click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
+@click.option("--compile", "use_compile", is_flag=True, help="torch.compile the model.")
+@click.option("--amp/--no-amp", default=None, help="bf16 autocast.  [default: on with CUDA]")
+@click.option("--channels-last/--no-channels-last", default=None, help="channels_last memory.  [default: on with CUDA]")
+@click.option("--checkpoint-every-min", type=float, default=10.0,
+              help="Also checkpoint within epochs this often (0: after every step).")
+@click.option("--resume", is_flag=True, help="Continue the run in --output where its last checkpoint left it.")
+@click.option("--overwrite", is_flag=True, help="Start over in an --output that holds a run.")
+@click.option("--init-from", type=click.Path(path_type=Path), default=None,
+              help="Start from the weights of another run's checkpoint (same architecture).")
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@user_errors
+def train_command(data: Path, output: Path, depth_arch: str, mask_arch: str, shared_encoder: bool,
+                  encoder_weights: Path | None, width: float, schedule: str, depth_loss: str, workers: int,
+                  device: str, use_compile: bool, amp: bool | None, channels_last: bool | None,
+                  checkpoint_every_min: float, resume: bool, overwrite: bool, init_from: Path | None,
+                  progress: bool, **options) -> None:
+    """Train the depth and mask networks on the dataset in DATA (built by dm-build-lmdb).
+
+    Under torchrun (e.g. torchrun --nproc-per-node 8 -m training.cli ...), every process trains on
+    its share of each epoch with DistributedDataParallel; rank 0 logs and writes checkpoints.
+    """
+    from .train import RuntimeOptions, train
+
+    if workers < 0:
+        raise DepthmaskError(f"--workers: expected a whole number >= 0, got {workers}")
+    if checkpoint_every_min < 0:
+        raise DepthmaskError(f"--checkpoint-every-min: expected a number >= 0, got {checkpoint_every_min}")
+    if encoder_weights is not None and not encoder_weights.is_file():
+        raise DepthmaskError(f"--encoder-weights: {encoder_weights} does not exist")
+    check_architecture(depth_arch, "--depth-arch")
+    check_architecture(mask_arch, "--mask-arch")
+    loss_keys = ("w_depth", "w_mask", "w_l1", "w_ssim", "w_grad", "w_bce", "w_dice")
+    try:
+        model = ModelConfig(depth_arch=depth_arch, mask_arch=mask_arch, shared_encoder=shared_encoder,
+                            encoder_weights=str(encoder_weights) if encoder_weights else None, width=width)
+        loss = LossConfig(depth_loss=depth_loss, **{k: options.pop(k) for k in loss_keys})
+    except ValueError as exc:
+        raise DepthmaskError(str(exc)) from None
+    config = TrainConfig(data=str(data), output=str(output), model=model, loss=loss,
+                         schedule=parse_schedule(schedule), **options)
+    runtime = RuntimeOptions(workers=workers, device=device, compile=use_compile, amp=amp, channels_last=channels_last,
+                             checkpoint_every_min=checkpoint_every_min, progress=progress, resume=resume,
+                             overwrite=overwrite, init_from=str(init_from) if init_from else None)
+    metrics = train(config, runtime)
+    if metrics:
+        click.echo(f"done: {output}  depth RMSE {metrics['depth_rmse']:.4f}  mask IoU {metrics['mask_iou']:.4f}  "
+                   f"(best.pt, last.pt, metrics.jsonl)")
+
+
+@click.command(cls=OneLineCommand, context_settings=_CONTEXT)
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("out/samples.png"),
+              help="PNG file to write.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="A dm-train checkpoint: adds predicted mask and depth columns.")
+@click.option("--split", default="val", help="Split to draw from: train, val, mixed or all.")
+@click.option("--count", "-n", type=int, default=8, help="Number of samples (rows).")
+@click.option("--seed", type=int, default=0, help="Seed of the sample choice.")
+@click.option("--size", type=int, default=None, help="Tile size in pixels.  [default: the stored "
+              "image size]")
+@click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N (for predictions).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@user_errors
+def export_samples_command(data: Path, output: Path, checkpoint: Path | None, split: str, count: int, seed: int,
+                           size: int | None, device: str, overwrite: bool) -> None:
+    """Write a grid image of samples from DATA: bg | fg_bg | mask | depth [| predicted mask | predicted depth]."""
+    from .export import export_samples
+
+    path = export_samples(data, output, checkpoint=checkpoint, split=split, count=count, seed=seed, size=size,
+                          device=device, overwrite=overwrite)
+    click.echo(f"wrote {path}")
+
+
+if __name__ == "__main__":  # torchrun -m training.cli ... runs dm-train
+    train_command()

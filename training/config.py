@@ -1,0 +1,113 @@
+"""The run configuration: one frozen dataclass, saved whole in every checkpoint and taken back from
+it on resume (the architecture of a resumed run is the checkpoint's, never the command line's)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline import DepthmaskError
+
+from .losses import LossConfig
+from .models import ARCHITECTURES, ModelConfig
+
+OPTIMIZERS = ("adamw", "sgd")
+LR_SCHEDULES = ("onecycle", "cosine", "constant")
+BEST_METRICS = {"val_loss": "min", "depth_rmse": "min", "mask_iou": "max"}
+
+
+def parse_schedule(text: str) -> tuple[tuple[int, int], ...]:
+    """'32:10,64:10' -> ((32, 10), (64, 10)): image size and epochs of each stage, in order."""
+    stages = []
+    for part in str(text).split(","):
+        try:
+            size, epochs = (int(v) for v in part.strip().split(":"))
+        except ValueError:
+            raise DepthmaskError(f"--schedule: expected SIZE:EPOCHS[,SIZE:EPOCHS...] such as 32:10,64:10, "
+                                 f"got {text!r}") from None
+        if size < 32 or size % 32 or epochs < 1:
+            raise DepthmaskError(f"--schedule: stage {part.strip()!r}: size must be a multiple of 32 (>= 32) "
+                                 "and epochs >= 1")
+        stages.append((size, epochs))
+    return tuple(stages)
+
+
+def format_schedule(stages: tuple[tuple[int, int], ...]) -> str:
+    return ",".join(f"{s}:{e}" for s, e in stages)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str
+    output: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    schedule: tuple[tuple[int, int], ...] = ((32, 10), (64, 10))
+    batch_size: int = 32
+    epoch_samples: int | None = None  # samples per epoch (a fresh subset each epoch); None = whole split
+    val_samples: int | None = None  # first N of the val split; None = all
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    lr_schedule: str = "onecycle"
+    augment: bool = True
+    seed: int = 0
+    best_metric: str = "val_loss"
+    time_limit_min: float | None = None  # stop (with a checkpoint and a validation) after this long
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("--batch-size", self.batch_size, _pos_int(self.batch_size), "a whole number >= 1"),
+            ("--epoch-samples", self.epoch_samples, self.epoch_samples is None or _pos_int(self.epoch_samples),
+             "a whole number >= 1"),
+            ("--val-samples", self.val_samples, self.val_samples is None or _pos_int(self.val_samples),
+             "a whole number >= 1"),
+            ("--lr", self.lr, isinstance(self.lr, (int, float)) and 0 < self.lr < 10, "a number in (0, 10)"),
+            ("--weight-decay", self.weight_decay, isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0,
+             "a number >= 0"),
+            ("--optimizer", self.optimizer, self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+            ("--lr-schedule", self.lr_schedule, self.lr_schedule in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
+            ("--best-metric", self.best_metric, self.best_metric in BEST_METRICS, f"one of {', '.join(BEST_METRICS)}"),
+            ("--time-limit-min", self.time_limit_min, self.time_limit_min is None or self.time_limit_min > 0,
+             "a number of minutes > 0"),
+        ]
+        for name, value, ok, expected in checks:
+            if not ok:
+                raise DepthmaskError(f"{name}: expected {expected}, got {value!r}")
+        if not self.schedule:
+            raise DepthmaskError("--schedule: needs at least one SIZE:EPOCHS stage")
+
+    @property
+    def epochs(self) -> int:
+        return sum(e for _, e in self.schedule)
+
+    def size_at(self, epoch: int) -> int:
+        for size, epochs in self.schedule:
+            if epoch < epochs:
+                return size
+            epoch -= epochs
+        return self.schedule[-1][0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only: it travels inside checkpoints loaded with weights_only=True."""
+        out = dataclasses.asdict(self)
+        out["schedule"] = [list(s) for s in self.schedule]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        data = dict(data)
+        data["model"] = ModelConfig(**data["model"])
+        data["loss"] = LossConfig(**data["loss"])
+        data["schedule"] = tuple(tuple(s) for s in data["schedule"])
+        return cls(**data)
+
+
+def check_architecture(name: str, option: str) -> str:
+    if name not in ARCHITECTURES:
+        raise DepthmaskError(f"{option}: unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+    return name
+
+
+def _pos_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
