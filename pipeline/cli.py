@@ -39,6 +39,9 @@ def parse_part(value: str | None) -> tuple[int, int] | None:
 @click.option("--val-fraction", type=float, default=0.1,
               help="Fraction of backgrounds and of foregrounds held out for validation.")
 @click.option("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY, help="JPEG quality of fg_bg and bg images.")
+@click.option("--depth-storage", type=click.Choice(["delta", "full"]), default="delta",
+              help="delta: each depth PNG covers the object's box and holds only what differs from its "
+                   "background's depth (stored once), ~0.2 KB; full: a complete depth PNG per sample, ~7 KB more.")
 @click.option("--workers", type=int, default=0, help="Worker processes; 0 uses every core.  [default: 0 = all cores]")
 @click.option("--part", "part", default=None, metavar="K/N",
               help="Build only part K of N of the shards (N machines share one output folder); then --merge.")

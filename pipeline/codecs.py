@@ -22,7 +22,8 @@ class JpegCodec:
     quality: int = DEFAULT_JPEG_QUALITY
 
     def encode(self, image: np.ndarray) -> bytes:
-        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        # optimized Huffman tables: ~5% smaller, the same decoded pixels
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality, cv2.IMWRITE_JPEG_OPTIMIZE, 1])
         if not ok:
             raise ValueError("JPEG encoding failed")
         return buf.tobytes()
@@ -36,7 +37,7 @@ class JpegCodec:
         return image
 
     def describe(self) -> dict[str, Any]:
-        return {"codec": "jpeg", "quality": self.quality, "channels": 3, "dtype": "uint8",
+        return {"codec": "jpeg", "quality": self.quality, "optimized_huffman": True, "channels": 3, "dtype": "uint8",
                 "channel_order_decoded_by_opencv": "BGR"}
 
 
@@ -63,43 +64,91 @@ class BilevelPngCodec:
 @dataclass(frozen=True)
 class Png16Codec:
     """Depth: 16-bit grayscale PNG, lossless. Read back with IMREAD_UNCHANGED (IMREAD_GRAYSCALE
-    would silently drop to 8 bits)."""
+    would silently drop to 8 bits).
 
+    With `background_relative`, a sample's PNG covers only the object's box (top-left at the
+    record's x, y) and holds the depth where it differs from the background's depth (stored once in
+    backgrounds.lmdb), 0 where it does not: ~0.2 KB instead of ~7 KB for a perspective scene whose
+    background depth repeats in thousands of samples. Stored depths are never 0
+    (`compose.depth_to_uint16` clips to >= 1), so 0 unambiguously means "the background's".
+    """
+
+    background_relative: bool = True
     compression: int = 1
     png_filter: int = cv2.IMWRITE_PNG_FILTER_UP
 
-    def encode(self, depth: np.ndarray) -> bytes:
-        if depth.dtype != np.uint16:
-            raise ValueError(f"depth must be uint16, got {depth.dtype}")
+    def _png(self, image: np.ndarray) -> bytes:
         params = [cv2.IMWRITE_PNG_COMPRESSION, self.compression, cv2.IMWRITE_PNG_FILTER, self.png_filter]
-        ok, buf = cv2.imencode(".png", depth, params)
+        ok, buf = cv2.imencode(".png", image, params)
         if not ok:
             raise ValueError("PNG encoding failed")
         return buf.tobytes()
 
-    def decode(self, data: bytes) -> np.ndarray:
-        depth = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if depth is None or depth.ndim != 2 or depth.dtype != np.uint16:
+    def encode(self, depth: np.ndarray, background: np.ndarray | None = None,
+               box: tuple[int, int, int, int] | None = None) -> bytes:
+        """`box` = (x, y, width, height) of the object, needed when background_relative."""
+        if depth.dtype != np.uint16:
+            raise ValueError(f"depth must be uint16, got {depth.dtype}")
+        if not self.background_relative:
+            return self._png(depth)
+        x, y, w, h = box
+        patch, base = depth[y : y + h, x : x + w], background[y : y + h, x : x + w]
+        if not patch.all():
+            raise ValueError("a depth of 0 cannot be stored background-relative (0 means 'unchanged')")
+        outside = depth != background
+        outside[y : y + h, x : x + w] = False
+        if outside.any():
+            raise ValueError("depth differs from the background outside the object's box; store it in full")
+        return self._png(np.where(patch != base, patch, np.uint16(0)))
+
+    def decode(self, data: bytes, background: np.ndarray | None = None,
+               origin: tuple[int, int] | None = None) -> np.ndarray:
+        """`origin` = the record's (x, y), needed when background_relative."""
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if image is None or image.ndim != 2 or image.dtype != np.uint16:
             raise DecodeError("not a decodable 16-bit 1-channel PNG")
+        if not self.background_relative:
+            return image
+        if background is None or origin is None:
+            raise DecodeError("a background-relative depth needs its background's depth and the record's x, y")
+        x, y = origin
+        h, w = image.shape
+        if x < 0 or y < 0 or y + h > background.shape[0] or x + w > background.shape[1]:
+            raise DecodeError(f"depth box {w}x{h} at ({x}, {y}) falls outside the image")
+        depth = background.copy()
+        region = depth[y : y + h, x : x + w]
+        changed = image != 0
+        region[changed] = image[changed]
         return depth
 
     def describe(self) -> dict[str, Any]:
-        return {"codec": "png", "bit_depth": 16, "channels": 1, "dtype": "uint16"}
+        out = {"codec": "png", "bit_depth": 16, "channels": 1, "dtype": "uint16"}
+        if self.background_relative:
+            out["transform"] = "background_relative_box"
+            out["reconstruct"] = ("depth = copy of backgrounds[record.bg].depth; the PNG covers the box at "
+                                  "(record.x, record.y); where its value is not 0 it replaces the depth")
+        return out
+
+
+DEPTH_STORAGE = ("delta", "full")
 
 
 @dataclass(frozen=True)
 class FieldCodecs:
     fg_bg: JpegCodec
     mask: BilevelPngCodec
-    depth: Png16Codec
+    depth: Png16Codec  # per-sample depth (delta-coded or full)
+    background_depth: Png16Codec = Png16Codec(background_relative=False)
 
     def describe(self) -> dict[str, Any]:
         return {"fg_bg": self.fg_bg.describe(), "bg": self.fg_bg.describe(),
-                "mask": self.mask.describe(), "depth": self.depth.describe()}
+                "mask": self.mask.describe(), "depth": self.depth.describe(),
+                "bg_depth": self.background_depth.describe()}
 
 
-def default_codecs(jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> FieldCodecs:
-    return FieldCodecs(fg_bg=JpegCodec(jpeg_quality), mask=BilevelPngCodec(), depth=Png16Codec())
+def default_codecs(jpeg_quality: int = DEFAULT_JPEG_QUALITY, depth_storage: str = "delta") -> FieldCodecs:
+    return FieldCodecs(fg_bg=JpegCodec(jpeg_quality), mask=BilevelPngCodec(),
+                       depth=Png16Codec(background_relative=depth_storage == "delta"))
 
 
 def codecs_from_manifest(description: dict[str, Any]) -> FieldCodecs:
@@ -107,5 +156,5 @@ def codecs_from_manifest(description: dict[str, Any]) -> FieldCodecs:
     return FieldCodecs(
         fg_bg=JpegCodec(int(description["fg_bg"].get("quality", DEFAULT_JPEG_QUALITY))),
         mask=BilevelPngCodec(),
-        depth=Png16Codec(),
+        depth=Png16Codec(background_relative=description["depth"].get("transform") == "background_relative_box"),
     )

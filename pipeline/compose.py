@@ -92,6 +92,7 @@ def paste_depth(bg_depth: np.ndarray, fg: PreparedForeground, x: int, y: int) ->
 
 
 def depth_to_uint16(depth_m: np.ndarray, far_m: float) -> np.ndarray:
-    """Metric z-depth -> stored value: round(65535 * clip(depth / far, 0, 1))."""
+    """Metric z-depth -> stored value: round(65535 * clip(depth / far, 0, 1)), at least 1 (0 is
+    reserved by the background-relative depth codec to mean "unchanged")."""
     normalised = np.clip(np.asarray(depth_m, np.float64) / far_m, 0.0, 1.0)
-    return np.rint(normalised * 65535.0).astype(np.uint16)
+    return np.maximum(np.rint(normalised * 65535.0), 1).astype(np.uint16)

@@ -73,10 +73,10 @@ class DatasetReader:
         try:
             fg_bg = self.codecs.fg_bg.decode(record["fg_bg"], reduce)
             mask = self.codecs.mask.decode(record["mask"])
-            depth = self.codecs.depth.decode(record["depth"])
-        except (DecodeError, KeyError) as exc:
+            bg_image, bg_depth = self.background(int(record["bg"]))
+            depth = self.codecs.depth.decode(record["depth"], bg_depth, (int(record["x"]), int(record["y"])))
+        except (DecodeError, KeyError, IndexError) as exc:
             raise DepthmaskError(f"{self.root / self.shard_of(index)['path']}: sample {index}: {exc}") from None
-        bg_image, _ = self.background(int(record["bg"]))
         return {"fg_bg": fg_bg, "mask": mask, "depth": depth, "bg": bg_image, "bg_index": int(record["bg"]),
                 "fg_index": int(record["fg"]), "flip": bool(record["flip"]), "x": int(record["x"]),
                 "y": int(record["y"])}
@@ -98,7 +98,7 @@ class DatasetReader:
                     if value is None:
                         raise DepthmaskError(f"{path}: background {i} is missing")
                     record = unpack_record(value)
-                    out.append((self.codecs.fg_bg.decode(record["image"]), self.codecs.depth.decode(record["depth"])))
+                    out.append((self.codecs.fg_bg.decode(record["image"]), self.codecs.background_depth.decode(record["depth"])))
         except (lmdb.Error, ValueError) as exc:
             raise DepthmaskError(f"{path}: backgrounds file is corrupted: {exc}") from None
         return out

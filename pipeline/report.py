@@ -192,6 +192,13 @@ def _background_sums(root: Path, manifest: dict[str, Any]) -> tuple[list[Channel
     return sums, problems
 
 
+def _background_depths(root: Path, codecs: Any) -> list[np.ndarray]:
+    """The stored background depths (delta-coded sample depths are relative to them)."""
+    path = root / BACKGROUNDS_NAME
+    with open_readonly(path).begin(buffers=False) as txn:
+        return [codecs.background_depth.decode(unpack_record(value)["depth"]) for _, value in txn.cursor()]
+
+
 def _verify_shard(root: Path, manifest: dict[str, Any], entry: dict[str, Any],
                   bg_sums: list[ChannelSums]) -> dict[str, Any]:
     path = root / entry["path"]
@@ -203,6 +210,7 @@ def _verify_shard(root: Path, manifest: dict[str, Any], entry: dict[str, Any],
     h, w = manifest["image_size"]
     hasher, acc, problems = ShardHasher(), StatsAccumulator(), []
     expected = entry["start"]
+    bg_depths = _background_depths(root, codecs)
     try:
         env = open_readonly(path)
         with env.begin(buffers=False) as txn:
@@ -216,7 +224,7 @@ def _verify_shard(root: Path, manifest: dict[str, Any], entry: dict[str, Any],
                 if index != expected:
                     problems.append(f"{name} key {index}: out of place (expected key {expected})")
                 expected = index + 1
-                problems += _check_record(name, index, value, codecs, plan, split, (h, w), acc, bg_sums)
+                problems += _check_record(name, index, value, codecs, plan, split, (h, w), acc, bg_sums, bg_depths)
     except DepthmaskError as exc:
         problems.append(str(exc))
     except lmdb.Error as exc:
@@ -231,7 +239,8 @@ def _verify_shard(root: Path, manifest: dict[str, Any], entry: dict[str, Any],
 
 
 def _check_record(name: str, index: int, value: bytes, codecs: Any, plan: SamplePlan, split: Split,
-                  size: tuple[int, int], acc: StatsAccumulator, bg_sums: list[ChannelSums]) -> list[str]:
+                  size: tuple[int, int], acc: StatsAccumulator, bg_sums: list[ChannelSums],
+                  bg_depths: list[np.ndarray]) -> list[str]:
     where = f"{name} key {index}"
     try:
         record = unpack_record(value)
@@ -248,8 +257,9 @@ def _check_record(name: str, index: int, value: bytes, codecs: Any, plan: Sample
     try:
         fg_bg = codecs.fg_bg.decode(payload[0])
         mask = codecs.mask.decode(payload[1])
-        depth = codecs.depth.decode(payload[2])
-    except DecodeError as exc:
+        depth = codecs.depth.decode(payload[2], bg_depths[bg] if 0 <= bg < len(bg_depths) else None,
+                                    (int(record["x"]), int(record["y"])))
+    except (DecodeError, KeyError, TypeError, ValueError) as exc:
         return problems + [f"{where}: {exc}"]
     for label, image in (("fg_bg", fg_bg), ("mask", mask), ("depth", depth)):
         if image.shape[:2] != size:
