@@ -20,7 +20,8 @@ import numpy as np
 from . import __version__
 from .assets import AssetSet, procedural_assets
 from .codecs import DEFAULT_JPEG_QUALITY, DEPTH_STORAGE, FieldCodecs, default_codecs
-from .compose import MASK_ON, composite, paste_depth, paste_mask, prepare_foreground
+from .compose import (MASK_ON, composite, object_depth, paste_depth, paste_mask, pasted_depth_sums,
+                      prepare_foreground)
 from .errors import DepthmaskError
 from .procs import worker_context
 from .folder import BuildLock, foreign_entries, prepare_output_folder, remove_dataset
@@ -143,11 +144,17 @@ class _WorkerContext:
     bg_sums: list[ChannelSums]
     progress: Any  # multiprocessing.Value('q') or None
     prepared: list[tuple[Any, Any]] | None = None
+    bg_depth_sums: list[tuple[int, int]] | None = None
 
     def prepare(self) -> None:
+        """Per-process set-up: pre-multiplied foregrounds (both orientations), background depth sums."""
         if self.prepared is None:
             self.prepared = [(prepare_foreground(fg), prepare_foreground(fg, flip=True))
                              for fg in self.assets.foregrounds]
+            self.bg_depth_sums = []
+            for depth in self.assets.background_depths:
+                sums, squares = image_sums(depth)
+                self.bg_depth_sums.append((sums[0], squares[0]))
 
 
 _CONTEXT: _WorkerContext | None = None
@@ -191,14 +198,17 @@ def shard_samples(context: _WorkerContext, start: int, stop: int) -> dict[str, n
 
 
 def render_sample(context: _WorkerContext, bg: int, fg: int, flip: bool, x: int, y: int):
-    """(fg_bg, mask, depth) arrays of one sample: pure, used by the build and by tests."""
+    """(fg_bg, mask, depth, prepared foreground, object depth) of one sample: pure, used by the build
+    and by tests."""
     context.prepare()
     prepared = context.prepared[fg][1 if flip else 0]
     background = context.assets.backgrounds[bg]
+    bg_depth = context.assets.background_depths[bg]
     fg_bg = composite(background, prepared, x, y)
     mask = paste_mask(background.shape[:2], prepared, x, y)
-    depth = paste_depth(context.assets.background_depths[bg], prepared, x, y)
-    return fg_bg, mask, depth, prepared
+    value = object_depth(bg_depth, prepared, x, y)
+    depth = paste_depth(bg_depth, prepared, x, y, value)
+    return fg_bg, mask, depth, prepared, value
 
 
 def build_shard(context: _WorkerContext, shard_id: int, start: int, stop: int) -> dict[str, Any]:
@@ -216,7 +226,7 @@ def build_shard(context: _WorkerContext, shard_id: int, start: int, stop: int) -
             bg, fg, flip = int(plan["bg"][j]), int(plan["fg"][j]), bool(plan["flip"][j])
             x, y = int(plan["x"][j]), int(plan["y"][j])
             split = SPLIT_NAMES[plan["split"][j]]
-            fg_bg, mask, depth, prepared = render_sample(context, bg, fg, flip, x, y)
+            fg_bg, mask, depth, prepared, value = render_sample(context, bg, fg, flip, x, y)
             jpeg = codecs.fg_bg.encode(fg_bg)
             mask_png = codecs.mask.encode(mask)
             depth_png = codecs.depth.encode(depth, context.assets.background_depths[bg],
@@ -225,8 +235,10 @@ def build_shard(context: _WorkerContext, shard_id: int, start: int, stop: int) -
             # are lossless, so their arrays are exactly what will be read back
             acc.add_image(split, "fg_bg", codecs.fg_bg.decode(jpeg))
             on = int(prepared.mask.sum())
-            acc._sums(split, "mask").add([on * MASK_ON], [on * MASK_ON * MASK_ON], mask.size)
-            acc.add_image(split, "depth", depth)
+            acc.add_sums_raw(split, "mask", [on * MASK_ON], [on * MASK_ON * MASK_ON], mask.size)
+            d_sum, d_sq = pasted_depth_sums(*context.bg_depth_sums[bg], context.assets.background_depths[bg],
+                                            prepared, x, y, value)
+            acc.add_sums_raw(split, "depth", [d_sum], [d_sq], depth.size)
             bg_uses[(split, bg)] = bg_uses.get((split, bg), 0) + 1
             split_counts[split] += 1
             field_bytes["fg_bg"] += len(jpeg)

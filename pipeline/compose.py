@@ -84,11 +84,21 @@ def object_depth(bg_depth: np.ndarray, fg: PreparedForeground, x: int, y: int) -
     return int(min(contact, covered.min()))
 
 
-def paste_depth(bg_depth: np.ndarray, fg: PreparedForeground, x: int, y: int) -> np.ndarray:
+def paste_depth(bg_depth: np.ndarray, fg: PreparedForeground, x: int, y: int, value: int | None = None) -> np.ndarray:
     """The scene's depth with the object: the background depth, and the object's depth on its mask."""
     depth = bg_depth.copy()
-    depth[y : y + fg.height, x : x + fg.width][fg.mask] = object_depth(bg_depth, fg, x, y)
+    depth[y : y + fg.height, x : x + fg.width][fg.mask] = object_depth(bg_depth, fg, x, y) if value is None else value
     return depth
+
+
+def pasted_depth_sums(bg_sum: int, bg_sum_sq: int, bg_depth: np.ndarray, fg: PreparedForeground, x: int, y: int,
+                      value: int) -> tuple[int, int]:
+    """Exact (sum, sum of squares) of paste_depth(...) from the background's, touching only the
+    pixels the object replaces (much cheaper than summing the whole image again)."""
+    covered = bg_depth[y : y + fg.height, x : x + fg.width][fg.mask].astype(np.int64)
+    n = covered.size
+    return (bg_sum - int(covered.sum()) + value * n,
+            bg_sum_sq - int((covered * covered).sum()) + value * value * n)
 
 
 def depth_to_uint16(depth_m: np.ndarray, far_m: float) -> np.ndarray:

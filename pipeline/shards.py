@@ -145,6 +145,9 @@ def open_readonly(path: Path) -> lmdb.Environment:
     if _OPEN_PID != os.getpid():
         _OPEN.clear()
         _OPEN_PID = os.getpid()
+    env = _OPEN.get(str(path))  # fast path: the same spelling as last time (no realpath syscalls)
+    if env is not None:
+        return env
     key = os.path.realpath(path)
     env = _OPEN.get(key)
     if env is None:
@@ -156,11 +159,15 @@ def open_readonly(path: Path) -> lmdb.Environment:
         except lmdb.Error as exc:
             raise DepthmaskError(f"{path}: not a readable LMDB shard (truncated or corrupted?): {exc}") from None
         _OPEN[key] = env
+    _OPEN[str(path)] = env
     return env
 
 
 def close_readonly(path: Path) -> None:
     env = _OPEN.pop(os.path.realpath(path), None)
+    _OPEN.pop(str(path), None)
+    for alias in [k for k, v in _OPEN.items() if v is env]:
+        del _OPEN[alias]
     if env is not None and _OPEN_PID == os.getpid():
         env.close()
 

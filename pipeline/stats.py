@@ -97,6 +97,10 @@ class StatsAccumulator:
         sums, squares = image_sums(image)
         self._sums(split, name).add(sums, squares, image.shape[0] * image.shape[1], times)
 
+    def add_sums_raw(self, split: str, name: str, sums: list[int], squares: list[int], pixels: int) -> None:
+        """Sums computed elsewhere, exactly (e.g. derived from a background's)."""
+        self._sums(split, name).add(sums, squares, pixels)
+
     def add_sums(self, split: str, name: str, sums: ChannelSums, times: int = 1) -> None:
         self._sums(split, name).add(sums.sums, sums.squares, sums.pixels, times)
 

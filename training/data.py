@@ -156,15 +156,16 @@ class DepthMaskDataset(Dataset):
         return image
 
     def load(self, position: int, epoch: int = 0) -> tuple[np.ndarray, ...]:
-        """One sample as HWC numpy arrays (bg, fg_bg RGB uint8; mask 0/1 uint8; depth uint16)."""
+        """One sample as HWC numpy arrays (bg, fg_bg BGR uint8; mask 0/1 uint8; depth uint16)."""
         index = int(self.indices[position])
         record = self.reader.record(index)
         codecs = self.reader.codecs
         try:
             fg_bg = codecs.fg_bg.decode(record["fg_bg"], self._reduce)
             mask = codecs.mask.decode(record["mask"])
-            depth = codecs.depth.decode(record["depth"])
-        except (ValueError, KeyError) as exc:
+            depth = codecs.depth.decode(record["depth"], self.reader.background(int(record["bg"]))[1],
+                                        (int(record["x"]), int(record["y"])))
+        except (ValueError, KeyError, IndexError) as exc:
             raise DepthmaskError(f"{self.reader.root}: sample {index} does not decode: {exc}") from None
         mask = (mask >= 128).astype(np.uint8)
         bg = self._background(int(record["bg"]))
@@ -179,7 +180,7 @@ class DepthMaskDataset(Dataset):
             m = augment_matrix(rng, self.size, self.augment)
             bg, fg_bg, mask, depth = warp_sample(m, bg, fg_bg, mask, depth, self.size)
             bg, fg_bg = photometric(rng, self.augment, bg, fg_bg)
-        return bg[:, :, ::-1], fg_bg[:, :, ::-1], mask, depth
+        return bg, fg_bg, mask, depth
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([item]).items()}
@@ -194,7 +195,9 @@ class DepthMaskDataset(Dataset):
         index = np.empty(n, np.int64)
         for j, item in enumerate(items):
             epoch, position = item if isinstance(item, tuple) else (0, item)
-            bg[j], fg_bg[j], mask[j], depth[j] = self.load(position, epoch)
+            bg_bgr, fg_bg_bgr, mask[j], depth[j] = self.load(position, epoch)
+            cv2.cvtColor(bg_bgr, cv2.COLOR_BGR2RGB, dst=bg[j])  # into the batch, no reversed-stride copy
+            cv2.cvtColor(fg_bg_bgr, cv2.COLOR_BGR2RGB, dst=fg_bg[j])
             index[j] = self.indices[position]
         return {
             # NHWC in memory, NCHW in shape: a channels_last tensor, no copy
