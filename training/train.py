@@ -347,8 +347,7 @@ class _Trainer:
             n = b["bg"].shape[0]
             loss_sum += torch.tensor([parts["loss"] * n, n], dtype=torch.float64)
             metrics.update(depth, b["depth"], logits, b["mask"])
-        if metrics._sums is not None:
-            metrics._sums = dist_utils.all_reduce_sum(metrics._sums.cpu(), self.dist)
+        metrics.load_state_tensor(dist_utils.all_reduce_sum(metrics.state_tensor().cpu(), self.dist))
         loss_sum = dist_utils.all_reduce_sum(loss_sum, self.dist)
         out = metrics.compute()
         out["val_loss"] = float(loss_sum[0] / loss_sum[1]) if loss_sum[1] > 0 else math.nan
