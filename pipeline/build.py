@@ -24,11 +24,11 @@ from .compose import (MASK_ON, composite, object_depth, paste_depth, paste_mask,
                       prepare_foreground)
 from .errors import DepthmaskError
 from .procs import worker_context
-from .folder import BuildLock, foreign_entries, prepare_output_folder, remove_dataset
-from .format import (BACKGROUNDS_NAME, payload_crc32, BUILD_STATE_NAME, FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME,
-                     pack_record, read_json, shard_path, shard_sidecar_path, write_json_atomic)
+from .folder import BuildLock, foreign_entries, prepare_output_folder, remove_dataset, remove_part_locks
+from .format import (BACKGROUNDS_NAME, BUILD_STATE_NAME, FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, SHARDS_DIR,
+                     pack_record, payload_crc32, read_json, shard_path, shard_sidecar_path, write_json_atomic)
 from .plan import SPLIT_NAMES, SamplePlan, make_split, placements
-from .shards import DEFAULT_MAP_SIZE, ShardWriter, remove_lmdb_file, tmp_path_for
+from .shards import DEFAULT_MAP_SIZE, ShardWriter, remove_lmdb_file, remove_stale_tmp
 from .stats import ChannelSums, StatsAccumulator, image_sums, summarise
 
 DEFAULT_SHARD_SIZE = 4096
@@ -160,13 +160,33 @@ class _WorkerContext:
 _CONTEXT: _WorkerContext | None = None
 
 
-def _init_worker(context: _WorkerContext) -> None:
+def _init_worker(context: _WorkerContext, build_pid: int) -> None:
     global _CONTEXT
     import cv2
 
     cv2.setNumThreads(1)  # one process per core already
     _CONTEXT = context
     _CONTEXT.prepare()
+    _watch_parent(build_pid)
+
+
+def _watch_parent(pid: int) -> None:
+    """Exit when the build process is gone (SIGKILL, OOM killer): a worker from a killed build must
+    not go on writing beside the build that resumes it. Workers are children of the forkserver, not
+    of the build, so they are not told otherwise."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, daemon=True, name="watch-build").start()
 
 
 def _build_shard_task(shard_id: int, start: int, stop: int) -> dict[str, Any]:
@@ -281,11 +301,17 @@ def build_dataset(options: BuildOptions, *, progress: bool = True,
     validate_options(options)
     started = time.perf_counter()
     root = prepare_output_folder(Path(options.output))
+    _refuse_foreign_folder(root)
     lock = BuildLock(root, options.part)
     with lock:
         existing = _check_existing(root, options)
         if existing is not None:
+            if options.part is None:
+                lock.release(remove=True)
             return existing
+        (root / SHARDS_DIR).mkdir(exist_ok=True)
+        if options.part is None:  # alone in the folder: leftovers of killed runs can go
+            remove_stale_tmp(root / BACKGROUNDS_NAME)
         plan = SamplePlan(options.backgrounds, options.foregrounds, options.positions, options.flip, options.limit)
         split = make_split(options.backgrounds, options.foregrounds, options.val_fraction, options.seed)
         assets = load_assets(options)
@@ -316,8 +342,19 @@ def build_dataset(options: BuildOptions, *, progress: bool = True,
         write_json_atomic(root / MANIFEST_NAME, manifest)
         (root / BUILD_STATE_NAME).unlink(missing_ok=True)
         lock.release(remove=True)
+        remove_part_locks(root)
         seconds = time.perf_counter() - started
         return BuildSummary(root, True, plan.count, len(ranges), built, seconds, manifest["sizes"]["total_on_disk"])
+
+
+def _refuse_foreign_folder(root: Path) -> None:
+    """Checked before anything is written: a folder holding other files is left exactly as it is."""
+    if (root / MANIFEST_NAME).exists() or (root / BUILD_STATE_NAME).exists():
+        return
+    foreign = foreign_entries(root)
+    if foreign:
+        raise DepthmaskError(f"{root}: folder is not empty and is not a depthmask dataset "
+                             f"({', '.join(foreign[:5])}); choose an empty or new folder")
 
 
 def _check_existing(root: Path, options: BuildOptions) -> BuildSummary | None:
@@ -330,7 +367,6 @@ def _check_existing(root: Path, options: BuildOptions) -> BuildSummary | None:
             raise DepthmaskError(f"{root}: holds files that are not part of a dataset ({', '.join(foreign[:5])}); "
                                  "refusing to overwrite: choose an empty or new folder")
         remove_dataset(root)
-        (root / "shards").mkdir(exist_ok=True)
         return None
     if manifest_path.exists():
         manifest = read_json(manifest_path, "manifest")
@@ -348,10 +384,6 @@ def _check_existing(root: Path, options: BuildOptions) -> BuildSummary | None:
             raise DepthmaskError(f"{root}: holds an interrupted build with other options ({diffs}); rerun it with "
                                  "the same options to resume, or pass --overwrite to start over")
         return None
-    foreign = foreign_entries(root)
-    if foreign:
-        raise DepthmaskError(f"{root}: folder is not empty and is not a depthmask dataset "
-                             f"({', '.join(foreign[:5])}); choose an empty or new folder")
     return None
 
 
@@ -429,7 +461,7 @@ def _shards_to_build(root: Path, ranges: list[tuple[int, int]], options: BuildOp
             if entry.get("content") == options.content() and (entry.get("start"), entry.get("stop")) == (start, stop):
                 continue
         if not options.merge_only:
-            remove_lmdb_file(tmp_path_for(final))
+            remove_stale_tmp(final)
             remove_lmdb_file(final)
             sidecar.unlink(missing_ok=True)
         todo.append((shard_id, start, stop))
@@ -484,7 +516,7 @@ def _run_pool(context: _WorkerContext, todo: list[tuple[int, int, int]], workers
     context.progress = counter
     shown = 0
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp_context, initializer=_init_worker,
-                             initargs=(context,)) as pool:
+                             initargs=(context, os.getpid())) as pool:
         pending = {pool.submit(_build_shard_task, *task) for task in todo}
         try:
             while pending:

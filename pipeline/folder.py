@@ -22,7 +22,7 @@ def prepare_output_folder(root: Path) -> Path:
         if not root.parent.is_dir():
             raise DepthmaskError(f"{root}: parent folder {root.parent} does not exist (create it first)")
         try:
-            root.mkdir()
+            root.mkdir(exist_ok=True)  # parts of a partitioned build may create it at the same moment
         except OSError as exc:
             raise DepthmaskError(f"{root}: cannot create the output folder ({exc.strerror})") from None
     probe = root / f".write-probe-{os.getpid()}"
@@ -31,7 +31,6 @@ def prepare_output_folder(root: Path) -> Path:
         probe.unlink()
     except OSError as exc:
         raise DepthmaskError(f"{root}: output folder is not writable ({exc.strerror})") from None
-    (root / SHARDS_DIR).mkdir(exist_ok=True)
     return root
 
 
@@ -41,10 +40,20 @@ def foreign_entries(root: Path) -> list[str]:
     for name in sorted(os.listdir(root)):
         if name in OWN_NAMES or name.startswith(("." + MANIFEST_NAME, "." + BUILD_STATE_NAME, BACKGROUNDS_NAME)):
             continue
-        if name.startswith(".write-probe-") or (name.startswith(".part-") and name.endswith(".lock")):
+        if name.startswith(".write-probe-") or is_part_lock(name):
             continue
         out.append(name)
     return out
+
+
+def is_part_lock(name: str) -> bool:
+    return name.startswith(".part-") and name.endswith(".lock")
+
+
+def remove_part_locks(root: Path) -> None:
+    for name in os.listdir(root):
+        if is_part_lock(name):
+            (root / name).unlink(missing_ok=True)
 
 
 def remove_dataset(root: Path) -> None:

@@ -37,7 +37,13 @@ class ShardHasher:
 
 
 def tmp_path_for(final: Path) -> Path:
-    return final.with_name(final.name + ".tmp")
+    """Per process, so a straggler from a killed build can never rename another process's file."""
+    return final.with_name(f"{final.name}.tmp-{os.getpid()}")
+
+
+def remove_stale_tmp(final: Path) -> None:
+    for stale in final.parent.glob(final.name + ".tmp*"):
+        stale.unlink(missing_ok=True)
 
 
 def remove_lmdb_file(path: Path) -> None:
@@ -49,7 +55,7 @@ def remove_lmdb_file(path: Path) -> None:
 
 
 class ShardWriter:
-    """Context manager: appends records in key order to `<final>.tmp`; only a clean exit syncs it and
+    """Context manager: appends records in key order to `<final>.tmp-PID`; only a clean exit syncs it and
     renames it to `final`. Any exception inside removes the temporary file and re-raises."""
 
     def __init__(self, final: Path, *, tmp: Path | None = None, map_size: int = DEFAULT_MAP_SIZE,
@@ -67,7 +73,7 @@ class ShardWriter:
     def __enter__(self) -> "ShardWriter":
         remove_lmdb_file(self.tmp)
         self._env = lmdb.open(str(self.tmp), subdir=False, map_size=self.map_size, lock=False,
-                              sync=False, metasync=False, readahead=False, meminit=False, max_dbs=0)
+                              sync=False, metasync=False, readahead=False, max_dbs=0)  # meminit on: no stray memory in files
         self._txn = self._env.begin(write=True)
         return self
 

@@ -7,7 +7,7 @@ Ours: `build_dataset` with --workers (default: all cores) into sharded LMDB, sta
 Baseline, the original way, on the same samples: one process composites each sample (with the same
 compositing code, so only the pipeline design differs) and writes fg_bg, mask and depth as JPG files
 into folders; a second pass reads every file back and accumulates per-channel statistics.
-Peak memory is the largest sum of RSS over the build's whole process tree, sampled every 0.2 s.
+Peak memory is the largest sum of RSS over the build's whole process tree, sampled every second.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ class PeakRss:
 
     def _run(self) -> None:
         root = os.getpid()
-        while not self._stop.wait(0.2):
+        while not self._stop.wait(1.0):
             self.peak = max(self.peak, tree_rss(root))
 
 

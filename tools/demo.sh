@@ -9,7 +9,7 @@ RUN=out/runs/demo
 dm-build-lmdb "$DATA"
 dm-stats "$DATA"
 if [ -f "$RUN/last.pt" ]; then resume=(--resume); else resume=(); fi
-dm-train "$DATA" --output "$RUN" --schedule 32:1,64:2 --epoch-samples 12000 --val-samples 2000 \
+dm-train "$DATA" --output "$RUN" --schedule 32:1,64:1 --epoch-samples 6000 --val-samples 1000 \
   --batch-size 32 --workers 2 --device cpu "${resume[@]}"
 dm-export-samples "$DATA" --split val --count 8 --output out/samples-val.png --overwrite
 dm-export-samples "$DATA" --split val --count 8 --checkpoint "$RUN/best.pt" --output out/predictions-val.png --overwrite

@@ -1,0 +1,206 @@
+"""training.train.train on CPU with the tiny model: run-folder contents, learning, progressive resizing,
+exact resume (mid-epoch), time limit, non-finite loss, --resume/--overwrite rules."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import fast_runtime, read_metrics, tiny_train_config
+from pipeline import DepthmaskError
+from training import train as train_module
+from training.checkpoint import load_checkpoint
+from training.config import TrainConfig
+from training.metrics import METRIC_KEYS
+from training.train import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+QUIET = {"log": lambda m: None}
+EPOCH_KEYS = {"epoch", "complete", "step", "train_loss", "lr", "elapsed_s", "val_loss", "size", "n_images",
+              *METRIC_KEYS}
+
+
+def test_run_folder_contents(trained_run, tiny_dataset):
+    assert {p.name for p in trained_run.iterdir()} >= {"last.pt", "best.pt", "metrics.jsonl", "config.json"}
+    assert not list(trained_run.glob(".*tmp*")), "temporary checkpoint files left behind"
+    config = TrainConfig.from_dict(json.loads((trained_run / "config.json").read_text()))
+    assert config.schedule == ((32, 1), (64, 1)) and config.epoch_samples == 16 and config.data == str(tiny_dataset)
+
+    rows = read_metrics(trained_run)
+    assert "baseline" in rows[0] and "epoch" not in rows[0]
+    assert rows[0]["size"] == 32 and rows[0]["n_images"] == 4.0
+    assert rows[0]["mask_constant"] in (0.0, 1.0) and 0 < rows[0]["depth_constant"] < 1
+    epochs = rows[1:]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    for r in epochs:
+        assert EPOCH_KEYS <= set(r), EPOCH_KEYS - set(r)
+        assert r["complete"] is True and r["n_images"] == 4.0  # the whole val split, each once
+        for key in ("train_loss", "val_loss", "depth_rmse", "mask_iou", "lr"):
+            assert math.isfinite(r[key]), key
+        assert 0 <= r["mask_iou"] <= 1 and 0 <= r["depth_rmse"] <= 1
+    # progressive resizing: the second stage trains and validates at 64 px
+    assert [r["size"] for r in epochs] == [32, 64]
+    # 16 samples per epoch at batch 8: 2 steps per epoch
+    assert [r["step"] for r in epochs] == [2, 4]
+
+    last = load_checkpoint(trained_run / "last.pt")
+    assert last["train_state"]["epoch"] == 2 and last["train_state"]["step"] == 4
+    assert last["config"] == config.to_dict()
+    best = load_checkpoint(trained_run / "best.pt")
+    best_val = min(r["val_loss"] for r in epochs)
+    assert best["train_state"]["best"] == pytest.approx(best_val)
+
+
+def test_progressive_stage_sizes_reach_the_model(tiny_dataset, tmp_path, monkeypatch):
+    seen = []
+    original = train_module._Trainer.train_step
+
+    def spy(self, batch):
+        seen.append(tuple(batch["bg"].shape[-2:]))
+        return original(self, batch)
+
+    monkeypatch.setattr(train_module._Trainer, "train_step", spy)
+    config = tiny_train_config(tiny_dataset, tmp_path / "run", schedule=((32, 1), (64, 1)), epoch_samples=8)
+    train(config, fast_runtime(), **QUIET)
+    assert seen == [(32, 32), (64, 64)]
+
+
+def test_loss_decreases_on_a_fixed_set(tiny_dataset, tmp_path):
+    config = tiny_train_config(tiny_dataset, tmp_path / "run", schedule=((32, 4),), lr_schedule="constant")
+    final = train(config, fast_runtime(), **QUIET)
+    rows = read_metrics(tmp_path / "run")[1:]
+    losses = [r["train_loss"] for r in rows]
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert losses[-1] < 0.95 * losses[0], losses
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"]
+    assert final["val_loss"] == pytest.approx(rows[-1]["val_loss"])
+
+
+def _state(run: Path) -> dict:
+    return load_checkpoint(run / "last.pt")
+
+
+def _assert_same_tensors(a, b, where: str) -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_same_tensors(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_tensors(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def test_resume_mid_epoch_is_exact(tiny_dataset, tmp_path):
+    """A: 2 epochs straight. B: stopped by the time limit after its first step, then resumed. Same weights,
+    same optimizer state, same step count."""
+    base = tiny_train_config(tiny_dataset, tmp_path / "A", schedule=((32, 2),), augment=True, seed=3)
+    train(base, fast_runtime(), **QUIET)
+
+    b = replace(base, output=str(tmp_path / "B"))
+    train(replace(b, time_limit_min=1e-5), fast_runtime(), **QUIET)
+    stopped = _state(tmp_path / "B")["train_state"]
+    assert stopped["epoch"] == 0 and stopped["epoch_step"] == 1 and stopped["step"] == 1
+    partial = read_metrics(tmp_path / "B")[-1]
+    assert partial["epoch"] == 1 and partial["complete"] is False
+
+    train(b, fast_runtime(resume=True), **QUIET)
+    a_state, b_state = _state(tmp_path / "A"), _state(tmp_path / "B")
+    assert a_state["train_state"]["step"] == b_state["train_state"]["step"] == 10
+    assert a_state["train_state"]["epoch"] == b_state["train_state"]["epoch"] == 2
+    _assert_same_tensors(a_state["model"], b_state["model"], "model")
+    _assert_same_tensors(a_state["optimizer"]["state"], b_state["optimizer"]["state"], "optimizer")
+    assert a_state["scheduler"]["last_epoch"] == b_state["scheduler"]["last_epoch"]
+    rows = read_metrics(tmp_path / "B")
+    assert sum("baseline" in r for r in rows) == 1
+    assert [(r["epoch"], r["complete"]) for r in rows[1:]] == [(1, False), (1, True), (2, True)]
+    # the final validation is the same as run A's
+    assert rows[-1]["val_loss"] == read_metrics(tmp_path / "A")[-1]["val_loss"]
+
+
+def test_resume_of_a_finished_run_trains_nothing(trained_run, tmp_path):
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    before = (run / "metrics.jsonl").read_text()
+    config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    metrics = train(replace(config, output=str(run)), fast_runtime(resume=True), **QUIET)
+    assert metrics == {}
+    assert (run / "metrics.jsonl").read_text() == before
+
+
+def test_existing_run_is_refused_without_resume_and_restarted_with_overwrite(trained_run, tmp_path):
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    config = tiny_train_config(Path(json.loads((run / "config.json").read_text())["data"]), run)
+    with pytest.raises(DepthmaskError, match="--resume") as info:
+        train(config, fast_runtime(), **QUIET)
+    assert "--overwrite" in str(info.value) and "\n" not in str(info.value)
+    assert len(read_metrics(run)) == 3  # untouched
+
+    train(config, fast_runtime(overwrite=True), **QUIET)
+    rows = read_metrics(run)
+    assert sum("baseline" in r for r in rows) == 1 and [r["epoch"] for r in rows[1:]] == [1]
+    assert json.loads((run / "config.json").read_text())["schedule"] == [[32, 1]]
+    assert _state(run)["train_state"]["epoch"] == 1
+
+
+def test_resume_without_a_checkpoint_is_refused(tiny_dataset, tmp_path):
+    with pytest.raises(DepthmaskError, match="nothing to resume"):
+        train(tiny_train_config(tiny_dataset, tmp_path / "run"), fast_runtime(resume=True), **QUIET)
+
+
+def test_output_that_is_a_file_or_has_no_parent_is_refused(tiny_dataset, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DepthmaskError, match="file"):
+        train(tiny_train_config(tiny_dataset, tmp_path / "file"), fast_runtime(), **QUIET)
+    with pytest.raises(DepthmaskError, match="parent folder"):
+        train(tiny_train_config(tiny_dataset, tmp_path / "missing" / "run"), fast_runtime(), **QUIET)
+
+
+def test_non_finite_loss_stops_with_one_line(tiny_dataset, tmp_path, monkeypatch):
+    original = train_module.total_loss
+
+    def nan_loss(*args, **kwargs):
+        loss, parts = original(*args, **kwargs)
+        return loss * math.nan, {**parts, "loss": math.nan}
+
+    monkeypatch.setattr(train_module, "total_loss", nan_loss)
+    with pytest.raises(DepthmaskError) as info:
+        train(tiny_train_config(tiny_dataset, tmp_path / "run"), fast_runtime(), **QUIET)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "loss became nan" in message and "epoch 1, step 1" in message and "--lr" in message
+
+
+def test_batch_larger_than_the_split_is_refused(tiny_dataset, tmp_path):
+    with pytest.raises(DepthmaskError, match="--batch-size 37"):
+        train(tiny_train_config(tiny_dataset, tmp_path / "run", batch_size=37), fast_runtime(), **QUIET)
+
+
+@pytest.mark.parametrize("field, value, option", [
+    ("batch_size", 0, "--batch-size"), ("lr", 0.0, "--lr"), ("lr", float("nan"), "--lr"),
+    ("optimizer", "adam", "--optimizer"), ("lr_schedule", "step", "--lr-schedule"),
+    ("best_metric", "accuracy", "--best-metric"), ("epoch_samples", 0, "--epoch-samples"),
+    ("time_limit_min", 0, "--time-limit-min"), ("schedule", (), "--schedule"),
+])
+def test_bad_config_values_are_refused(field, value, option, tmp_path):
+    with pytest.raises(DepthmaskError, match=option):
+        tiny_train_config(tmp_path, tmp_path / "run", **{field: value})
+
+
+def test_time_limit_and_sgd_and_best_metric(tiny_dataset, tmp_path):
+    config = tiny_train_config(tiny_dataset, tmp_path / "run", schedule=((32, 3),), optimizer="sgd",
+                               lr_schedule="cosine", best_metric="mask_iou", time_limit_min=1e-5)
+    metrics = train(config, fast_runtime(), **QUIET)
+    rows = read_metrics(tmp_path / "run")
+    assert len(rows) == 2 and rows[1]["complete"] is False and rows[1]["step"] == 1
+    assert metrics["n_images"] == 4.0
+    assert _state(tmp_path / "run")["train_state"]["best"] == pytest.approx(rows[1]["mask_iou"])
