@@ -53,7 +53,8 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     best_metric: str = "val_loss"
-    time_limit_min: float | None = None  # stop (with a checkpoint and a validation) after this long
+    time_limit_min: float | None = None  # stop (with a checkpoint and a validation) after this long;
+    # the learning-rate schedule then runs on whichever comes first, steps or time
 
     def __post_init__(self) -> None:
         checks = [

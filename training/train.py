@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from pipeline import DepthmaskError
+from pipeline import DatasetReader, DepthmaskError
 from pipeline.format import write_json_atomic
 
 from . import distributed as dist_utils
@@ -28,7 +28,7 @@ from .checkpoint import BEST_NAME, LAST_NAME, config_of, describe_arch, load_che
 from .config import BEST_METRICS, TrainConfig
 from .data import AugmentConfig, BatchNormalizer, DepthMaskDataset, make_loader
 from .losses import total_loss
-from .metrics import SegDepthMetrics, constant_baseline
+from .metrics import SegDepthMetrics
 from .models import build_model, count_parameters
 
 METRICS_NAME = "metrics.jsonl"
@@ -88,6 +88,7 @@ class _Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self._seed_everything(self.config.seed)
+        self._check_schedule()
         self.train_set = DepthMaskDataset(self.config.data, "train", size=self.config.size_at(0),
                                           augment=AugmentConfig() if self.config.augment else None,
                                           seed=self.config.seed)
@@ -100,6 +101,7 @@ class _Trainer:
         if runtime.init_from and resume_state is None:
             load_model_state(self.model, load_checkpoint(runtime.init_from), runtime.init_from)
         self.optimizer = self._make_optimizer()
+        self.started = time.monotonic()
         self.scheduler = self._make_scheduler()
         self.state = TrainState()
         if resume_state is not None:
@@ -144,6 +146,14 @@ class _Trainer:
             write_json_atomic(self.out / CONFIG_NAME, config.to_dict())
         return config, None
 
+    def _check_schedule(self) -> None:
+        """Every stage's size must fit the stored images: found now, not after the earlier stages trained."""
+        stored = DatasetReader(self.config.data).size[0]
+        for size, _ in self.config.schedule:
+            if size > stored:
+                raise DepthmaskError(f"--schedule: stage size {size} is larger than the dataset's stored image size "
+                                     f"{stored}; use sizes up to {stored}")
+
     def _check_batch_size(self) -> None:
         per_rank = math.ceil(len(self.train_set) / self.dist.world_size)
         if self.config.batch_size > per_rank:
@@ -171,13 +181,29 @@ class _Trainer:
         return min(n, self.config.epoch_samples) if self.config.epoch_samples else n
 
     def _make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
-        total = sum(self.steps_in_epoch(e) for e in range(self.config.epochs))
-        if self.config.lr_schedule == "onecycle":
-            return torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=self.config.lr, total_steps=max(total, 1),
-                                                       pct_start=0.15)
-        if self.config.lr_schedule == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(total, 1))
-        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
+        """A learning-rate factor driven by the run's progress: the share of steps done, or of the
+        time limit spent when that comes first, so a time-limited run still warms up and anneals."""
+        self.total_steps = max(1, sum(self.steps_in_epoch(e) for e in range(self.config.epochs)))
+        shape = self.config.lr_schedule
+
+        def factor(_: int) -> float:
+            p = self.progress()
+            if shape == "onecycle":  # linear warm-up from lr/25 over 15%, then cosine down to lr/1e4
+                if p < 0.15:
+                    return 0.04 + 0.96 * p / 0.15
+                return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * (p - 0.15) / 0.85))
+            if shape == "cosine":
+                return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * p))
+            return 1.0
+
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+
+    def progress(self) -> float:
+        done = self.state.step / self.total_steps if hasattr(self, "state") else 0.0
+        if self.config.time_limit_min and hasattr(self, "state"):
+            spent = self.state.elapsed_s + time.monotonic() - self.started
+            done = max(done, spent / (self.config.time_limit_min * 60))
+        return min(1.0, done)
 
     def _tensorboard(self) -> Any:
         if not self.dist.is_main:
@@ -355,14 +381,25 @@ class _Trainer:
         return out
 
     def _log_baseline(self) -> None:
-        if not self.dist.is_main:
-            return
+        """The constant-prediction floor over the whole val split: under torchrun every rank adds the sums of
+        its share (rank 0 alone would see only 1/world_size of the split)."""
         loader = self.loader("val", self.config.size_at(0))
         loader.sampler.limit = self.val_count()
         loader.sampler.set_epoch(0)
-        pairs = ((b["depth"].float() / 65535.0, b["mask"].float()) for b in loader)  # one streaming pass
         depth_mean = float(self.train_set.stats()["depth"]["mean"][0])
-        baseline = constant_baseline(pairs, depth_mean)["best_constant"]
+        floors = {0.0: SegDepthMetrics(), 1.0: SegDepthMetrics()}  # all background, all foreground
+        for b in loader:  # as constant_baseline, with sums that can be all-reduced
+            depth, mask = b["depth"].float() / 65535.0, b["mask"].float()
+            pred = torch.full_like(depth, depth_mean, dtype=torch.float64)
+            for constant, m in floors.items():
+                m.update(pred, depth, torch.full_like(pred, 1.0 if constant else -1.0), mask)
+        results = []
+        for constant, m in floors.items():
+            m.load_state_tensor(dist_utils.all_reduce_sum(m.state_tensor().cpu(), self.dist))
+            results.append({**m.compute(), "depth_constant": depth_mean, "mask_constant": constant})
+        baseline = max(results, key=lambda r: r["mask_iou"])
+        if not self.dist.is_main:
+            return
         self._append_metrics({"baseline": "constant prediction (train mean depth, best constant mask)",
                               "size": self.config.size_at(0), **baseline})
         self.log(f"constant-prediction floor on val: depth RMSE {baseline['depth_rmse']:.4f}, "
