@@ -2,7 +2,6 @@
 prediction columns with a checkpoint, and the refusals."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np

@@ -101,31 +101,83 @@ def _assert_same_tensors(a, b, where: str) -> None:
         assert a == b, where
 
 
-def test_resume_mid_epoch_is_exact(tiny_dataset, tmp_path):
-    """A: 2 epochs straight. B: stopped by the time limit after its first step, then resumed. Same weights,
-    same optimizer state, same step count."""
+class Crash(Exception):
+    pass
+
+
+def test_resume_mid_epoch_is_exact(tiny_dataset, tmp_path, monkeypatch):
+    """A: 2 epochs straight. B: checkpointing after every step, crashes in its 3rd step (as if killed), then
+    resumed. Same weights, same optimizer state, same step count, same final validation."""
     base = tiny_train_config(tiny_dataset, tmp_path / "A", schedule=((32, 2),), augment=True, seed=3)
     train(base, fast_runtime(), **QUIET)
 
+    original = train_module._Trainer.train_step
+
+    def crash_at_step_3(self, batch):
+        if self.state.step == 2:
+            raise Crash()
+        return original(self, batch)
+
     b = replace(base, output=str(tmp_path / "B"))
-    train(replace(b, time_limit_min=1e-5), fast_runtime(), **QUIET)
-    stopped = _state(tmp_path / "B")["train_state"]
-    assert stopped["epoch"] == 0 and stopped["epoch_step"] == 1 and stopped["step"] == 1
-    partial = read_metrics(tmp_path / "B")[-1]
-    assert partial["epoch"] == 1 and partial["complete"] is False
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module._Trainer, "train_step", crash_at_step_3)
+        with pytest.raises(Crash):
+            train(b, fast_runtime(checkpoint_every_min=0), **QUIET)
+    crashed = _state(tmp_path / "B")["train_state"]
+    assert crashed["epoch"] == 0 and crashed["epoch_step"] == 2 and crashed["step"] == 2
 
     train(b, fast_runtime(resume=True), **QUIET)
     a_state, b_state = _state(tmp_path / "A"), _state(tmp_path / "B")
     assert a_state["train_state"]["step"] == b_state["train_state"]["step"] == 10
     assert a_state["train_state"]["epoch"] == b_state["train_state"]["epoch"] == 2
     _assert_same_tensors(a_state["model"], b_state["model"], "model")
-    _assert_same_tensors(a_state["optimizer"]["state"], b_state["optimizer"]["state"], "optimizer")
+    _assert_same_tensors(a_state["optimizer"], b_state["optimizer"], "optimizer")
     assert a_state["scheduler"]["last_epoch"] == b_state["scheduler"]["last_epoch"]
-    rows = read_metrics(tmp_path / "B")
+    rows_a, rows_b = read_metrics(tmp_path / "A"), read_metrics(tmp_path / "B")
+    assert sum("baseline" in r for r in rows_b) == 1
+    assert [(r["epoch"], r["complete"]) for r in rows_b[1:]] == [(1, True), (2, True)]
+    for ra, rb in zip(rows_a[1:], rows_b[1:]):  # the same training loss sums and validations
+        for key in ("train_loss", "val_loss", "depth_rmse", "mask_iou", "lr", "step"):
+            assert ra[key] == rb[key], key
+
+
+def test_resume_across_a_stage_boundary_is_exact(trained_run, tiny_dataset, tmp_path, monkeypatch):
+    """Crash in the first step of the 64 px stage (augmented, 16-sample subsets), resume: the weights equal
+    those of the uninterrupted trained_run."""
+    config = TrainConfig.from_dict(json.loads((trained_run / "config.json").read_text()))
+    config = replace(config, output=str(tmp_path / "run"))
+    original = train_module._Trainer.train_step
+
+    def crash_in_stage_2(self, batch):
+        if self.state.epoch == 1:
+            raise Crash()
+        return original(self, batch)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module._Trainer, "train_step", crash_in_stage_2)
+        with pytest.raises(Crash):
+            train(config, fast_runtime(), **QUIET)
+    assert _state(tmp_path / "run")["train_state"]["epoch"] == 1
+    train(config, fast_runtime(resume=True, checkpoint_every_min=0), **QUIET)
+    _assert_same_tensors(_state(trained_run)["model"], _state(tmp_path / "run")["model"], "model")
+    assert [r["size"] for r in read_metrics(tmp_path / "run")[1:]] == [32, 64]
+
+
+def test_time_limit_stops_with_a_partial_epoch_and_resume_finishes(tiny_dataset, tmp_path):
+    config = tiny_train_config(tiny_dataset, tmp_path / "run", schedule=((32, 2),))
+    train(replace(config, time_limit_min=1e-5), fast_runtime(), **QUIET)
+    stopped = _state(tmp_path / "run")["train_state"]
+    assert stopped["epoch"] == 0 and stopped["epoch_step"] == 1 and stopped["step"] == 1
+    rows = read_metrics(tmp_path / "run")
+    assert rows[-1]["epoch"] == 1 and rows[-1]["complete"] is False and rows[-1]["n_images"] == 4.0
+
+    train(config, fast_runtime(resume=True), **QUIET)
+    rows = read_metrics(tmp_path / "run")
     assert sum("baseline" in r for r in rows) == 1
     assert [(r["epoch"], r["complete"]) for r in rows[1:]] == [(1, False), (1, True), (2, True)]
-    # the final validation is the same as run A's
-    assert rows[-1]["val_loss"] == read_metrics(tmp_path / "A")[-1]["val_loss"]
+    assert [r["step"] for r in rows[1:]] == [1, 5, 10]
+    final = _state(tmp_path / "run")["train_state"]
+    assert final["epoch"] == 2 and final["step"] == 10 and final["epoch_step"] == 0
 
 
 def test_resume_of_a_finished_run_trains_nothing(trained_run, tmp_path):

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=out/default
+mkdir -p out/runs
 RUN=out/runs/demo
 dm-build-lmdb "$DATA"
 dm-stats "$DATA"

@@ -1,6 +1,7 @@
 """`dm-train` and `dm-export-samples`: thin click wrappers over training.train and training.export."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -84,6 +85,11 @@ def train_command(data: Path, output: Path, depth_arch: str, mask_arch: str, sha
         raise DepthmaskError(f"--encoder-weights: {encoder_weights} does not exist")
     check_architecture(depth_arch, "--depth-arch")
     check_architecture(mask_arch, "--mask-arch")
+    if not width > 0:
+        raise DepthmaskError(f"--width: expected a number > 0, got {width}")
+    if shared_encoder and depth_arch != mask_arch:
+        raise DepthmaskError(f"--shared-encoder: needs the same --depth-arch and --mask-arch (one encoder, two "
+                             f"heads), got {depth_arch} and {mask_arch}")
     loss_keys = ("w_depth", "w_mask", "w_l1", "w_ssim", "w_grad", "w_bce", "w_dice")
     try:
         model = ModelConfig(depth_arch=depth_arch, mask_arch=mask_arch, shared_encoder=shared_encoder,
@@ -97,7 +103,7 @@ def train_command(data: Path, output: Path, depth_arch: str, mask_arch: str, sha
                              checkpoint_every_min=checkpoint_every_min, progress=progress, resume=resume,
                              overwrite=overwrite, init_from=str(init_from) if init_from else None)
     metrics = train(config, runtime)
-    if metrics:
+    if metrics and os.environ.get("RANK", "0") == "0":  # under torchrun, one report (rank 0's)
         click.echo(f"done: {output}  depth RMSE {metrics['depth_rmse']:.4f}  mask IoU {metrics['mask_iou']:.4f}  "
                    f"(best.pt, last.pt, metrics.jsonl)")
 

@@ -110,7 +110,9 @@ def export_samples(data: str | Path, output: str | Path, *, checkpoint: str | Pa
     reader = DatasetReader(data)
     indices = choose_samples(reader, split, count, seed)
     samples = [reader.decode(int(i)) for i in indices]
-    model_size = None
+    tile = int(size or reader.size[0])
+    if not 16 <= tile <= 1024:
+        raise DepthmaskError(f"--size: expected 16 to 1024 pixels, got {tile}")
     titles = ["bg", "fg_bg", "mask", "depth"]
     predictions = None
     if checkpoint is not None:
@@ -125,9 +127,6 @@ def export_samples(data: str | Path, output: str | Path, *, checkpoint: str | Pa
         normalizer = BatchNormalizer(reader.stats("train"), dev)
         predictions = predict(model, normalizer, samples, model_size, dev)
         titles += ["pred mask", "pred depth"]
-    tile = int(size or reader.size[0])
-    if not 16 <= tile <= 1024:
-        raise DepthmaskError(f"--size: expected 16 to 1024 pixels, got {tile}")
     rows = []
     for j, s in enumerate(samples):
         row = [_fit(s["bg"], tile), _fit(s["fg_bg"], tile), _fit(mask_tile(s["mask"] / 255.0), tile, nearest=True),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -83,6 +84,9 @@ class _Trainer:
         cuda = dist.device.type == "cuda"
         self.amp = cuda if runtime.amp is None else runtime.amp
         self.channels_last = cuda if runtime.channels_last is None else runtime.channels_last
+        if not cuda:
+            # denormal floats appear as weights settle and make CPU kernels many times slower
+            torch.set_flush_denormal(True)
         if cuda:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -124,6 +128,8 @@ class _Trainer:
                 raise DepthmaskError(f"{self.out}: nothing to resume (no {LAST_NAME}); run without --resume to start")
             state = load_checkpoint(last)
             saved = config_of(state, last)
+            if self.dist.is_main:
+                _remove_stale_temporaries(self.out)
             if saved.data != config.data:
                 self.log(f"note: resuming with data {config.data} (the run started on {saved.data})")
             if saved.time_limit_min != config.time_limit_min:
@@ -143,6 +149,8 @@ class _Trainer:
             self.out.mkdir(exist_ok=True)
             for name in (LAST_NAME, BEST_NAME, METRICS_NAME):
                 (self.out / name).unlink(missing_ok=True)
+            shutil.rmtree(self.out / "tb", ignore_errors=True)
+            _remove_stale_temporaries(self.out)
             write_json_atomic(self.out / CONFIG_NAME, config.to_dict())
         return config, None
 
@@ -171,9 +179,9 @@ class _Trainer:
                                    nesterov=True)
         return torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
 
-    def steps_in_epoch(self, epoch: int) -> int:
+    def steps_in_epoch(self, epoch: int, rank: int | None = None) -> int:
         n = self.epoch_length()
-        share = len(range(self.dist.rank, n, self.dist.world_size))
+        share = len(range(self.dist.rank if rank is None else rank, n, self.dist.world_size))
         return math.ceil(share / self.config.batch_size)
 
     def epoch_length(self) -> int:
@@ -183,7 +191,7 @@ class _Trainer:
     def _make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
         """A learning-rate factor driven by the run's progress: the share of steps done, or of the
         time limit spent when that comes first, so a time-limited run still warms up and anneals."""
-        self.total_steps = max(1, sum(self.steps_in_epoch(e) for e in range(self.config.epochs)))
+        self.total_steps = max(1, sum(self.steps_in_epoch(e, rank=0) for e in range(self.config.epochs)))
         shape = self.config.lr_schedule
 
         def factor(_: int) -> float:
@@ -199,11 +207,19 @@ class _Trainer:
         return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
 
     def progress(self) -> float:
-        done = self.state.step / self.total_steps if hasattr(self, "state") else 0.0
-        if self.config.time_limit_min and hasattr(self, "state"):
+        """Share of the run done, identical on every rank: steps are counted as rank 0 counts them
+        (the largest share), and the time share is used only in a single process, since each rank's
+        clock differs and agreeing on it would need a collective every step."""
+        if not hasattr(self, "state"):
+            return 0.0
+        done = (self._steps_before(self.state.epoch) + self.state.epoch_step) / self.total_steps
+        if self.config.time_limit_min and not self.dist.enabled:
             spent = self.state.elapsed_s + time.monotonic() - self.started
             done = max(done, spent / (self.config.time_limit_min * 60))
         return min(1.0, done)
+
+    def _steps_before(self, epoch: int) -> int:
+        return sum(self.steps_in_epoch(e, rank=0) for e in range(epoch))
 
     def _tensorboard(self) -> Any:
         if not self.dist.is_main:
@@ -435,3 +451,9 @@ class _Trainer:
             self.state.best = value
             return True
         return False
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Checkpoint temporaries of a run killed while saving (the rename never happened)."""
+    for stale in folder.glob(".*.pt.tmp-*"):
+        stale.unlink(missing_ok=True)
