@@ -300,8 +300,8 @@ class _Trainer:
             if improved:
                 self.save(BEST_NAME)
             if stopped:
-                self.log(f"time limit of {self.config.time_limit_min:g} min reached; run again with --resume to "
-                         "continue")
+                self.log(f"time limit of {self.config.time_limit_min:g} min reached; to continue, run again with "
+                         "--resume and a larger --time-limit-min (or none)")
                 break
         if self.tb is not None:
             self.tb.close()
