@@ -117,7 +117,7 @@ ERROR_CASES = [
      ["{data}", "-o", "{base}/r10b", *TRAIN_ARGS, "--schedule", "32:1,256:1"], ["--schedule", "256", "192"]),
     ("bad-width", "dm-train", ["{data}", "-o", "{base}/r11", "--width", "0"], ["width"]),
     ("shared-encoder-mismatch", "dm-train",
-     ["{data}", "-o", "{base}/r12", "--shared-encoder", "--mask-arch", "autoencoder"], ["shared_encoder"]),
+     ["{data}", "-o", "{base}/r12", "--shared-encoder", "--mask-arch", "autoencoder"], ["--shared-encoder"]),
     ("negative-workers", "dm-train", ["{data}", "-o", "{base}/r13", "--workers", "-1"], ["--workers"]),
     ("bad-lr", "dm-train", ["{data}", "-o", "{base}/r14", "--lr", "0"], ["--lr"]),
     ("bad-optimizer", "dm-train", ["{data}", "-o", "{base}/r15", "--optimizer", "adam"], ["--optimizer"]),
