@@ -26,9 +26,11 @@ from .errors import DepthmaskError
 from .procs import worker_context
 from .folder import BuildLock, foreign_entries, prepare_output_folder, remove_dataset, remove_part_locks
 from .format import (BACKGROUNDS_NAME, BUILD_STATE_NAME, FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, SHARDS_DIR,
-                     pack_record, payload_crc32, read_json, shard_path, shard_sidecar_path, write_json_atomic)
+                     encode_key, pack_record, payload_crc32, read_json, shard_path, shard_sidecar_path,
+                     write_json_atomic)
 from .plan import SPLIT_NAMES, SamplePlan, make_split, placements
-from .shards import DEFAULT_MAP_SIZE, ShardWriter, remove_lmdb_file, remove_stale_tmp
+from .shards import (DEFAULT_MAP_SIZE, ShardHasher, ShardWriter, close_readonly, iterate_records, remove_lmdb_file,
+                     remove_stale_tmp)
 from .stats import ChannelSums, StatsAccumulator, image_sums, summarise
 
 DEFAULT_SHARD_SIZE = 4096
@@ -542,8 +544,6 @@ def _merge_manifest(root: Path, options: BuildOptions, plan: SamplePlan, split: 
                     assets: AssetSet, asset_description: dict[str, Any],
                     ranges: list[tuple[int, int]]) -> dict[str, Any]:
     """Gather every shard's sidecar (exact sums, hashes, counts) into the one manifest."""
-    from .shards import ShardHasher, iterate_records
-
     acc = StatsAccumulator()
     shards, field_bytes = [], {"fg_bg": 0, "mask": 0, "depth": 0}
     split_counts = {name: 0 for name in SPLIT_NAMES}
@@ -556,12 +556,8 @@ def _merge_manifest(root: Path, options: BuildOptions, plan: SamplePlan, split: 
             split_counts[k] += entry["split_counts"][k]
         shards.append({k: entry[k] for k in ("path", "start", "stop", "records", "sha256", "bytes")})
     hasher = ShardHasher()
-    from .format import encode_key
-
     for index, value in iterate_records(root / BACKGROUNDS_NAME):
         hasher.update(encode_key(index), value)
-    from .shards import close_readonly
-
     close_readonly(root / BACKGROUNDS_NAME)
     bg_bytes = (root / BACKGROUNDS_NAME).stat().st_size
     shard_bytes = sum(s["bytes"] for s in shards)
