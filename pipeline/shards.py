@@ -90,10 +90,7 @@ class ShardWriter:
                 self._txn = self._env.begin(write=True)
                 self._pending = 0
         except lmdb.MapFullError:
-            raise DepthmaskError(
-                f"{self.final}: shard outgrew its LMDB map size ({self.map_size >> 20} MiB); "
-                "raise --max-shard-size-mb or lower --shard-size"
-            ) from None
+            raise self._map_full() from None
         self.hasher.update(key, value)
         self._last_key = key
 
@@ -104,15 +101,16 @@ class ShardWriter:
                 return False
         except lmdb.MapFullError:
             self._abort()
-            raise DepthmaskError(
-                f"{self.final}: shard outgrew its LMDB map size ({self.map_size >> 20} MiB); "
-                "raise --max-shard-size-mb or lower --shard-size"
-            ) from None
+            raise self._map_full() from None
         except BaseException:
             self._abort()
             raise
         self._abort()
         return False
+
+    def _map_full(self) -> DepthmaskError:
+        return DepthmaskError(f"{self.final}: shard outgrew its LMDB map size ({self.map_size >> 20} MiB); "
+                              "raise --max-shard-size-mb or lower --shard-size")
 
     def _finish(self) -> None:
         self._txn.commit()
