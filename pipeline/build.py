@@ -18,7 +18,8 @@ from typing import Any, Callable
 import numpy as np
 
 from . import __version__
-from .assets import AssetSet, procedural_assets
+from .assets import AssetSet, UserInputs, validate_inputs
+from .assets import load_assets as load_asset_set
 from .codecs import DEFAULT_JPEG_QUALITY, DEPTH_STORAGE, FieldCodecs, default_codecs
 from .compose import (MASK_ON, composite, object_depth, paste_depth, paste_mask, pasted_depth_sums,
                       prepare_foreground)
@@ -47,8 +48,8 @@ class BuildOptions:
 
     output: Path
     seed: int = 0
-    backgrounds: int = 102
-    foregrounds: int = 104
+    backgrounds: int | None = None  # None: 102 procedural, or every file of inputs.bg_dir
+    foregrounds: int | None = None  # None: 104 procedural, or every file of inputs.fg_dir
     positions: int = 20
     flip: bool = True
     limit: int | None = None
@@ -56,18 +57,33 @@ class BuildOptions:
     shard_size: int = DEFAULT_SHARD_SIZE
     val_fraction: float = 0.1
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
-    depth_storage: str = "delta"  # "full": every depth PNG decodes alone, at ~7 KB more per sample
+    depth_storage: str | None = None  # None: "delta", or "full" for per-sample model depth
+    inputs: UserInputs = field(default_factory=UserInputs)  # the user's folders and depth sources
     workers: int = 0  # 0: all cores
     part: tuple[int, int] | None = None  # (K, N): build only part K of N
     merge_only: bool = False
     overwrite: bool = False
     max_shard_size_mb: int = DEFAULT_MAP_SIZE >> 20
 
+    @property
+    def uses_folders(self) -> bool:
+        return self.inputs != UserInputs()
+
+    @property
+    def resolved_depth_storage(self) -> str:
+        if self.depth_storage is not None:
+            return self.depth_storage
+        return "full" if self.inputs.per_sample_depth else "delta"
+
     def content(self) -> dict[str, Any]:
-        return {"seed": self.seed, "backgrounds": self.backgrounds, "foregrounds": self.foregrounds,
-                "positions": self.positions, "flip": self.flip, "limit": self.limit, "size": self.size,
-                "shard_size": self.shard_size, "val_fraction": self.val_fraction,
-                "jpeg_quality": self.jpeg_quality, "depth_storage": self.depth_storage}
+        content = {"seed": self.seed, "backgrounds": self.backgrounds if self.backgrounds or self.inputs.bg_dir else 102,
+                   "foregrounds": self.foregrounds if self.foregrounds or self.inputs.fg_dir else 104,
+                   "positions": self.positions, "flip": self.flip, "limit": self.limit, "size": self.size,
+                   "shard_size": self.shard_size, "val_fraction": self.val_fraction,
+                   "jpeg_quality": self.jpeg_quality, "depth_storage": self.resolved_depth_storage}
+        if self.uses_folders:
+            content["inputs"] = self.inputs.content()
+        return content
 
 
 @dataclass
@@ -94,8 +110,10 @@ class BuildSummary:
 def validate_options(options: BuildOptions) -> None:
     checks = [
         ("--seed", options.seed, isinstance(options.seed, int) and 0 <= options.seed < 2**63, "a whole number >= 0"),
-        ("--backgrounds", options.backgrounds, _count(options.backgrounds), "a whole number >= 1"),
-        ("--foregrounds", options.foregrounds, _count(options.foregrounds), "a whole number >= 1"),
+        ("--backgrounds", options.backgrounds, options.backgrounds is None or _count(options.backgrounds),
+         "a whole number >= 1"),
+        ("--foregrounds", options.foregrounds, options.foregrounds is None or _count(options.foregrounds),
+         "a whole number >= 1"),
         ("--positions", options.positions, _count(options.positions), "a whole number >= 1"),
         ("--limit", options.limit, options.limit is None or _count(options.limit), "a whole number >= 1"),
         ("--size", options.size, _count(options.size) and 192 <= options.size <= 1024,
@@ -104,7 +122,8 @@ def validate_options(options: BuildOptions) -> None:
         ("--val-fraction", options.val_fraction, 0.0 <= options.val_fraction < 0.5, "a fraction in [0, 0.5)"),
         ("--jpeg-quality", options.jpeg_quality, _count(options.jpeg_quality) and options.jpeg_quality <= 100,
          "a whole number from 1 to 100"),
-        ("--depth-storage", options.depth_storage, options.depth_storage in DEPTH_STORAGE, "delta or full"),
+        ("--depth-storage", options.depth_storage, options.depth_storage is None or options.depth_storage in DEPTH_STORAGE,
+         "delta or full"),
         ("--workers", options.workers, isinstance(options.workers, int) and options.workers >= 0,
          "a whole number >= 1 (or 0 for all cores)"),
         ("--max-shard-size-mb", options.max_shard_size_mb, _count(options.max_shard_size_mb), "a whole number >= 1"),
@@ -118,14 +137,20 @@ def validate_options(options: BuildOptions) -> None:
             raise DepthmaskError(f"--part: expected K/N with 1 <= K <= N, got {k}/{n}")
         if options.merge_only:
             raise DepthmaskError("--part and --merge cannot be combined: merge after all parts are built")
+    validate_inputs(options.inputs, options.size)
+    if options.inputs.per_sample_depth and options.depth_storage == "delta":
+        raise DepthmaskError("--depth-storage delta: per-sample model depth differs from the background's depth "
+                             "everywhere; use --depth-storage full (the default in per-sample mode)")
 
 
 def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def load_assets(options: BuildOptions) -> AssetSet:
-    return procedural_assets(options.backgrounds, options.foregrounds, seed=options.seed, size=options.size)
+def load_assets(options: BuildOptions, *, progress: bool = False,
+                log: Callable[[str], None] = lambda m: None) -> AssetSet:
+    return load_asset_set(options.inputs, options.backgrounds, options.foregrounds, seed=options.seed,
+                          size=options.size, log=log, progress=progress)
 
 
 def shard_ranges(count: int, shard_size: int) -> list[tuple[int, int]]:
@@ -147,9 +172,20 @@ class _WorkerContext:
     progress: Any  # multiprocessing.Value('q') or None
     prepared: list[tuple[Any, Any]] | None = None
     bg_depth_sums: list[tuple[int, int]] | None = None
+    depth_model: Any = None  # per-sample mode: the loaded model, once per process
 
-    def prepare(self) -> None:
-        """Per-process set-up: pre-multiplied foregrounds (both orientations), background depth sums."""
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["depth_model"] = None  # loaded again in each worker
+        return state
+
+    def prepare(self, model_threads: int | None = None) -> None:
+        """Per-process set-up: pre-multiplied foregrounds (both orientations), background depth sums,
+        and in per-sample mode the depth model."""
+        if self.options.inputs.per_sample_depth and self.depth_model is None:
+            from .depth_model import load_depth_model
+
+            self.depth_model = load_depth_model(self.options.inputs.depth_model, threads=model_threads)
         if self.prepared is None:
             self.prepared = [(prepare_foreground(fg), prepare_foreground(fg, flip=True))
                              for fg in self.assets.foregrounds]
@@ -168,7 +204,7 @@ def _init_worker(context: _WorkerContext, build_pid: int) -> None:
 
     cv2.setNumThreads(1)  # one process per core already
     _CONTEXT = context
-    _CONTEXT.prepare()
+    _CONTEXT.prepare(model_threads=1)
     _watch_parent(build_pid)
 
 
@@ -233,6 +269,21 @@ def render_sample(context: _WorkerContext, bg: int, fg: int, flip: bool, x: int,
     return fg_bg, mask, depth, prepared, value
 
 
+def _rendered(context: _WorkerContext, plan: dict[str, np.ndarray]):
+    """Each sample of a shard's plan rendered, in order, with the model's depth in per-sample mode
+    (None otherwise). The model sees batches of its batch size counted from the shard's first sample,
+    so a shard's batches are the same whatever the workers or resumes."""
+    model = context.depth_model
+    count = len(plan["index"])
+    chunk = model.spec.batch_size if model is not None else PROGRESS_EVERY
+    for first in range(0, count, chunk):
+        rendered = [render_sample(context, int(plan["bg"][j]), int(plan["fg"][j]), bool(plan["flip"][j]),
+                                  int(plan["x"][j]), int(plan["y"][j])) for j in range(first, min(first + chunk, count))]
+        depths = model.predict([r[0] for r in rendered]) if model is not None else [None] * len(rendered)
+        for sample, depth in zip(rendered, depths):
+            yield (*sample, depth)
+
+
 def build_shard(context: _WorkerContext, shard_id: int, start: int, stop: int) -> dict[str, Any]:
     """Build one shard under a temporary name, rename it into place, then write its sidecar."""
     codecs = context.codecs
@@ -244,11 +295,12 @@ def build_shard(context: _WorkerContext, shard_id: int, start: int, stop: int) -
     final = shard_path(context.root, shard_id)
     unreported = 0
     with ShardWriter(final, map_size=context.options.max_shard_size_mb << 20) as writer:
-        for j in range(stop - start):
+        for j, (fg_bg, mask, depth, prepared, value, model_depth) in enumerate(_rendered(context, plan)):
             bg, fg, flip = int(plan["bg"][j]), int(plan["fg"][j]), bool(plan["flip"][j])
             x, y = int(plan["x"][j]), int(plan["y"][j])
             split = SPLIT_NAMES[plan["split"][j]]
-            fg_bg, mask, depth, prepared, value = render_sample(context, bg, fg, flip, x, y)
+            if model_depth is not None:
+                depth = model_depth
             jpeg = codecs.fg_bg.encode(fg_bg)
             mask_png = codecs.mask.encode(mask)
             depth_png = codecs.depth.encode(depth, context.assets.background_depths[bg],
@@ -258,9 +310,12 @@ def build_shard(context: _WorkerContext, shard_id: int, start: int, stop: int) -
             acc.add_image(split, "fg_bg", codecs.fg_bg.decode(jpeg))
             on = int(prepared.mask.sum())
             acc.add_sums_raw(split, "mask", [on * MASK_ON], [on * MASK_ON * MASK_ON], mask.size)
-            d_sum, d_sq = pasted_depth_sums(*context.bg_depth_sums[bg], context.assets.background_depths[bg],
-                                            prepared, x, y, value)
-            acc.add_sums_raw(split, "depth", [d_sum], [d_sq], depth.size)
+            if model_depth is not None:
+                acc.add_image(split, "depth", depth)
+            else:
+                d_sum, d_sq = pasted_depth_sums(*context.bg_depth_sums[bg], context.assets.background_depths[bg],
+                                                prepared, x, y, value)
+                acc.add_sums_raw(split, "depth", [d_sum], [d_sq], depth.size)
             bg_uses[(split, bg)] = bg_uses.get((split, bg), 0) + 1
             split_counts[split] += 1
             field_bytes["fg_bg"] += len(jpeg)
@@ -302,11 +357,13 @@ def build_dataset(options: BuildOptions, *, progress: bool = True,
     """Build (or resume, or finish merging) the dataset described by `options` into options.output."""
     validate_options(options)
     started = time.perf_counter()
+    # the user's files are read and checked before anything is written: a bad input leaves no trace
+    assets = load_assets(options, progress=progress, log=log) if options.uses_folders else None
     root = prepare_output_folder(Path(options.output))
     _refuse_foreign_folder(root)
     lock = BuildLock(root, options.part)
     with lock:
-        existing = _check_existing(root, options)
+        existing = _check_existing(root, options, None if assets is None else assets.describe())
         if existing is not None:
             if options.part is None:
                 lock.release(remove=True)
@@ -314,10 +371,12 @@ def build_dataset(options: BuildOptions, *, progress: bool = True,
         (root / SHARDS_DIR).mkdir(exist_ok=True)
         if options.part is None:  # alone in the folder: leftovers of killed runs can go
             remove_stale_tmp(root / BACKGROUNDS_NAME)
-        plan = SamplePlan(options.backgrounds, options.foregrounds, options.positions, options.flip, options.limit)
-        split = make_split(options.backgrounds, options.foregrounds, options.val_fraction, options.seed)
-        assets = load_assets(options)
-        codecs = default_codecs(options.jpeg_quality, options.depth_storage)
+        if assets is None:
+            assets = load_assets(options, progress=progress, log=log)
+        n_bg, n_fg = len(assets.backgrounds), len(assets.foregrounds)
+        plan = SamplePlan(n_bg, n_fg, options.positions, options.flip, options.limit)
+        split = make_split(n_bg, n_fg, options.val_fraction, options.seed)
+        codecs = default_codecs(options.jpeg_quality, options.resolved_depth_storage)
         asset_description = assets.describe()
         _record_build_state(root, options, asset_description)
         bg_sums = _write_backgrounds(root, assets, codecs, options)
@@ -359,8 +418,9 @@ def _refuse_foreign_folder(root: Path) -> None:
                              f"({', '.join(foreign[:5])}); choose an empty or new folder")
 
 
-def _check_existing(root: Path, options: BuildOptions) -> BuildSummary | None:
-    """Refuse to clobber; report a finished dataset; check a resumed build repeats its options."""
+def _check_existing(root: Path, options: BuildOptions, assets: dict[str, Any] | None = None) -> BuildSummary | None:
+    """Refuse to clobber; report a finished dataset; check a resumed build repeats its options (and,
+    for the user's folders, `assets`: the names and hashes of the files it read)."""
     manifest_path = root / MANIFEST_NAME
     state_path = root / BUILD_STATE_NAME
     if options.overwrite and (manifest_path.exists() or state_path.exists()):
@@ -372,12 +432,15 @@ def _check_existing(root: Path, options: BuildOptions) -> BuildSummary | None:
         return None
     if manifest_path.exists():
         manifest = read_json(manifest_path, "manifest")
-        if manifest.get("build", {}).get("content") == options.content():
+        if manifest.get("build", {}).get("content") == options.content() and (
+                assets is None or manifest.get("assets") == assets):
             return BuildSummary(root, True, manifest["sample_count"], len(manifest["shards"]), 0, 0.0,
                                 manifest["sizes"]["total_on_disk"],
                                 notes=["dataset is already complete with these options; nothing to do "
                                        "(--overwrite rebuilds it)"])
-        raise DepthmaskError(f"{root}: already holds a complete dataset built with other options; "
+        what = "other options" if manifest.get("build", {}).get("content") != options.content() else (
+            f"other files ({_changed_assets(manifest.get('assets', {}), assets)} changed)")
+        raise DepthmaskError(f"{root}: already holds a complete dataset built with {what}; "
                              "pass --overwrite to replace it, or choose another folder")
     if state_path.exists():
         state = read_json(state_path, "build state")

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
+from .assets import DEPTH_MODES, UserInputs
 from .build import DEFAULT_SHARD_SIZE, BuildOptions, build_dataset
+from .depth_model import DEVICES, IMAGENET_MEAN, IMAGENET_STD, DepthModelSpec
 from .cli_support import OneLineCommand, user_errors
 from .codecs import DEFAULT_JPEG_QUALITY
 from .errors import DepthmaskError
@@ -26,11 +28,79 @@ def parse_part(value: str | None) -> tuple[int, int] | None:
     return k, n
 
 
+def parse_triple(option: str, value: str) -> tuple[float, float, float]:
+    try:
+        numbers = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        numbers = ()
+    if len(numbers) != 3:
+        raise DepthmaskError(f"{option}: expected three numbers R,G,B such as 0.5,0.5,0.5, got {value!r}")
+    return numbers
+
+
+def user_inputs(bg: Path | None, fg: Path | None, fg_masks: Path | None, fg_max_size: int | None, ground_top: float,
+                bg_depth: Path | None, bg_depth_kind: str, depth_far: float | None, depth_model: Path | None,
+                depth_mode: str, depth_model_input_size: int, depth_model_mean: str, depth_model_std: str,
+                depth_model_output: str, depth_batch_size: int, depth_device: str) -> UserInputs:
+    from .sources import DepthMapOptions
+
+    model = None
+    if depth_model is not None:
+        model = DepthModelSpec(path=depth_model, input_size=depth_model_input_size,
+                               mean=parse_triple("--depth-model-mean", depth_model_mean),
+                               std=parse_triple("--depth-model-std", depth_model_std), output=depth_model_output,
+                               far=depth_far, batch_size=depth_batch_size, device=depth_device)
+    return UserInputs(bg_dir=bg, fg_dir=fg, fg_masks_dir=fg_masks, bg_depth_dir=bg_depth,
+                      bg_depth=DepthMapOptions(kind=bg_depth_kind, far=depth_far if bg_depth else None),
+                      depth_model=model, depth_mode=depth_mode, fg_max_size=fg_max_size, ground_top=ground_top)
+
+
+def _triple(values: tuple[float, ...]) -> str:
+    return ",".join(f"{v:g}" for v in values)
+
+
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.argument("output", type=click.Path(path_type=Path))
 @click.option("--seed", type=int, default=0, help="Seed of everything random: scenes, placements, split.")
-@click.option("--backgrounds", type=int, default=102, help="Number of procedural backgrounds.")
-@click.option("--foregrounds", type=int, default=104, help="Number of procedural foregrounds.")
+@click.option("--backgrounds", type=int, default=None,
+              help="Number of backgrounds: procedural ones, or the first N files of --bg.  [default: 102 / all files]")
+@click.option("--foregrounds", type=int, default=None,
+              help="Number of foregrounds: procedural ones, or the first N files of --fg.  [default: 104 / all files]")
+@click.option("--bg", type=click.Path(path_type=Path), default=None,
+              help="Folder of background photos (recursive, sorted; fitted: shorter side to --size, centre crop). "
+                   "Needs --bg-depth or --depth-model.  [default: procedural backgrounds]")
+@click.option("--fg", type=click.Path(path_type=Path), default=None,
+              help="Folder of foreground cut-outs: RGBA images whose alpha is the mask, or RGB with --fg-masks.  "
+                   "[default: procedural foregrounds]")
+@click.option("--fg-masks", type=click.Path(path_type=Path), default=None,
+              help="Folder of masks for --fg images, matched by relative name without extension.")
+@click.option("--fg-max-size", type=int, default=None,
+              help="Longest side of a foreground after its tight crop; larger ones are scaled down.  "
+                   "[default: 5/7 of --size]")
+@click.option("--ground-top", type=float, default=0.0,
+              help="With --bg: objects stand with their lowest pixel at or below this fraction of the image "
+                   "height (e.g. 0.5 keeps cars out of the sky of street photos); 0 places them anywhere.")
+@click.option("--bg-depth", type=click.Path(path_type=Path), default=None,
+              help="Folder of precomputed depth maps, one per --bg image (same relative name): 8/16-bit or float "
+                   "PNG/TIFF, or .npy.")
+@click.option("--bg-depth-kind", type=click.Choice(["depth", "inverse"]), default="depth",
+              help="What --bg-depth maps hold: depth (grows with distance) or inverse depth (disparity, MiDaS).")
+@click.option("--depth-far", type=float, default=None,
+              help="Depth (after inverting inverse maps) that becomes 1.0; nearer is scaled linearly.  "
+                   "[default: per map, its farthest pixel]")
+@click.option("--depth-model", type=click.Path(path_type=Path), default=None,
+              help="Depth network file: TorchScript, torch.export (.pt2) or ONNX (.onnx, needs depthmask[onnx]).")
+@click.option("--depth-mode", type=click.Choice(list(DEPTH_MODES)), default="composite",
+              help="composite: the model runs once per background and objects are composited into its depth; "
+                   "per-sample: the model runs on every composite.")
+@click.option("--depth-model-input-size", type=int, default=256, help="Side of the square image the model is fed.")
+@click.option("--depth-model-mean", default=_triple(IMAGENET_MEAN), help="Model input normalisation: mean R,G,B on [0, 1].")
+@click.option("--depth-model-std", default=_triple(IMAGENET_STD), help="Model input normalisation: std R,G,B on [0, 1].")
+@click.option("--depth-model-output", type=click.Choice(["inverse", "depth"]), default="inverse",
+              help="What the model returns: inverse depth (MiDaS-like) or depth.")
+@click.option("--depth-batch-size", type=int, default=16, help="Images per depth-model batch.")
+@click.option("--depth-device", type=click.Choice(list(DEVICES)), default="auto",
+              help="Where the depth model runs; auto: a CUDA GPU when there is one.")
 @click.option("--positions", type=int, default=20, help="Placements per background x foreground pair.")
 @click.option("--flip/--no-flip", default=True, help="Also store every placement with the foreground mirrored.")
 @click.option("--limit", type=int, default=None, help="Keep only the first N samples of the plan (index order).  [default: all]")
@@ -39,9 +109,10 @@ def parse_part(value: str | None) -> tuple[int, int] | None:
 @click.option("--val-fraction", type=float, default=0.1,
               help="Fraction of backgrounds and of foregrounds held out for validation.")
 @click.option("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY, help="JPEG quality of fg_bg and bg images.")
-@click.option("--depth-storage", type=click.Choice(["delta", "full"]), default="delta",
+@click.option("--depth-storage", type=click.Choice(["delta", "full"]), default=None,
               help="delta: each depth PNG covers the object's box and holds only what differs from its "
-                   "background's depth (stored once), ~0.2 KB; full: a complete depth PNG per sample, ~7 KB more.")
+                   "background's depth (stored once), ~0.2 KB; full: a complete depth PNG per sample, ~7 KB more.  "
+                   "[default: delta; full with --depth-mode per-sample]")
 @click.option("--workers", type=int, default=0, help="Worker processes; 0 uses every core.  [default: 0 = all cores]")
 @click.option("--part", "part", default=None, metavar="K/N",
               help="Build only part K of N of the shards (N machines share one output folder); then --merge.")
@@ -51,14 +122,20 @@ def parse_part(value: str | None) -> tuple[int, int] | None:
               help="Largest size one LMDB shard may reach (its map size).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
 @user_errors
-def build_lmdb_command(output: Path, part: str | None, progress: bool, **options) -> None:
+def build_lmdb_command(output: Path, part: str | None, progress: bool, bg, fg, fg_masks, fg_max_size, ground_top, bg_depth,
+                       bg_depth_kind, depth_far, depth_model, depth_mode, depth_model_input_size, depth_model_mean,
+                       depth_model_std, depth_model_output, depth_batch_size, depth_device, **options) -> None:
     """Build the dataset of (bg, fg_bg, mask, depth) quadruplets into sharded LMDB in OUTPUT.
 
     The default is the full embedded dataset: 102 procedural backgrounds x 104 foregrounds x 20
-    placements x 2 (flip) = 424,320 samples. Killed at any point, the same command resumes and
-    produces byte-identical shards.
+    placements x 2 (flip) = 424,320 samples. --bg / --fg take your own folders instead (see
+    docs/inputs.md). Killed at any point, the same command resumes and produces byte-identical shards.
     """
-    summary = build_dataset(BuildOptions(output=output, part=parse_part(part), **options), progress=progress)
+    inputs = user_inputs(bg, fg, fg_masks, fg_max_size, ground_top, bg_depth, bg_depth_kind, depth_far, depth_model, depth_mode,
+                         depth_model_input_size, depth_model_mean, depth_model_std, depth_model_output,
+                         depth_batch_size, depth_device)
+    summary = build_dataset(BuildOptions(output=output, part=parse_part(part), inputs=inputs, **options),
+                            progress=progress)
     for note in summary.notes:
         click.echo(note, err=True)
     if summary.built_samples:

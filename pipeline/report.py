@@ -108,10 +108,16 @@ def format_table(info: dict[str, Any]) -> str:
         f"{info['kb_per_sample']:.2f} KB/sample",
         f"splits       train {counts['train']:,}  val {counts['val']:,}  mixed (in neither) {counts['mixed']:,}; "
         f"held out: {len(info['val_backgrounds'])} backgrounds, {len(info['val_foregrounds'])} foregrounds",
-        f"depth        {depth['kind']}, normalised = z / {depth['far_m']:g} m (near {depth['near_m']:g} m), sky = 1.0",
+        "depth        " + describe_depth(depth),
         "statistics   per channel (RGB order), on the [0, 1] scale, exact over the stored (decoded) data",
     ]
     return "\n".join(lines)
+
+
+def describe_depth(depth: dict) -> str:
+    if "far_m" in depth:
+        return f"{depth['kind']}, normalised = z / {depth['far_m']:g} m (near {depth['near_m']:g} m), sky = 1.0"
+    return f"{depth['kind']} from {depth.get('source', '?')}; {depth.get('normalisation', '')}"
 
 
 def _floats(values: list[float]) -> str:

@@ -93,7 +93,7 @@ def baseline(out: Path, limit: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     for sub in ("fg_bg", "mask", "depth"):
         (out / sub).mkdir(parents=True)
-    options = BuildOptions(output=out, limit=limit)
+    options = BuildOptions(output=out, limit=limit, backgrounds=102, foregrounds=104)
     plan = SamplePlan(options.backgrounds, options.foregrounds, options.positions, options.flip, limit)
     t = time.perf_counter()
     assets = load_assets(options)
