@@ -170,6 +170,8 @@ def test_changed_file_is_detected(tmp_path, folders):
     shutil.copytree(folders["bg"].parent, work)
     paths = {k: work / v.name for k, v in folders.items()}
     data = build(tmp_path / "data", paths)
+    again = build_dataset(options(data, paths), progress=False, log=lambda m: None)
+    assert again.built_samples == 0 and "already complete" in again.notes[0]  # unchanged files: nothing to do
     image = cv2.imread(str(paths["bg"] / "b1.png"))
     image[0, 0] = 255 - image[0, 0]
     cv2.imwrite(str(paths["bg"] / "b1.png"), image)
