@@ -16,8 +16,9 @@ import torch
 
 from pipeline import DatasetReader, DepthmaskError
 from pipeline import shards as shard_module
+from training import data as data_module
 from training.data import (AugmentConfig, BatchNormalizer, DepthMaskDataset, EpochSampler, augment_matrix,
-                           decode_reduction, make_loader, photometric, warp_sample)
+                           decode_reduction, make_loader, photometric, resize_sample, warp_sample)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -90,6 +91,49 @@ def test_resized_items_stay_binary_and_close_to_area_resizing(tiny_dataset, size
         # fg_bg is decoded at a reduced JPEG scale: close to, not equal to, the full decode resized
         diff = np.abs(hwc(item["fg_bg"]).astype(np.float64) - area(ref["fg_bg"][:, :, ::-1], size))
         assert diff.mean() < 3.0
+
+
+def reference_sample(reader: DatasetReader, ds: DepthMaskDataset, epoch: int, position: int) -> dict[str, torch.Tensor]:
+    """The straightforward way, independent of the batch path: the reader's decode (BGR), binarise,
+    area-resize, then (when augmenting) warp + photometry in BGR, then channels reversed to RGB."""
+    size = ds.size
+    index = int(ds.indices[position])
+    ref = reader.decode(index, reduce=decode_reduction(reader.size[0], size))
+    bg = ref["bg"] if ref["bg"].shape[0] == size else cv2.resize(ref["bg"], (size, size), interpolation=cv2.INTER_AREA)
+    bg, fg_bg, mask, depth = resize_sample(bg, ref["fg_bg"], (ref["mask"] >= 128).astype(np.uint8), ref["depth"], size)
+    if ds.augment is not None:
+        rng = np.random.default_rng([ds.seed, epoch, index])
+        m = augment_matrix(rng, size, ds.augment)
+        bg, fg_bg, mask, depth = warp_sample(m, bg, fg_bg, mask, depth, size)
+        bg, fg_bg = photometric(rng, ds.augment, bg, fg_bg)
+    chw = lambda a: torch.from_numpy(np.ascontiguousarray(a[:, :, ::-1].transpose(2, 0, 1)))  # noqa: E731
+    return {"bg": chw(bg), "fg_bg": chw(fg_bg), "mask": torch.from_numpy(mask)[None],
+            "depth": torch.from_numpy(depth)[None], "index": torch.tensor(index)}
+
+
+@pytest.mark.parametrize("rgb_decode", [True, False], ids=["imread-rgb", "bgr-fallback"])
+@pytest.mark.parametrize("size", [192, 100, 64])
+@pytest.mark.parametrize("augment", [None, AugmentConfig()], ids=["plain", "augmented"])
+def test_batch_path_equals_the_reference_decode(tiny_dataset, monkeypatch, rgb_decode, size, augment):
+    """__getitems__ (RGB JPEG decode, cached RGB backgrounds, depth pasted into the batch) gives exactly the
+    values of the reader's decode done the plain way, as uint8/uint16 and after normalisation; also with
+    an OpenCV that cannot decode to RGB (the BGR decode + conversion fallback)."""
+    if not rgb_decode:
+        monkeypatch.setattr(data_module, "_IMREAD_RGB", None)
+    reader = DatasetReader(tiny_dataset)
+    ds = DepthMaskDataset(tiny_dataset, "train", size=size, augment=augment, seed=9)
+    items = [(0, 0), (1, 5), (3, 17), (2, 5), (0, len(ds) - 1), (4, 30)]
+    batch = ds.__getitems__(items)
+    refs = [reference_sample(reader, ds, epoch, position) for epoch, position in items]
+    want = {k: torch.stack([r[k] for r in refs]) for k in refs[0]}
+    for key in ("bg", "fg_bg", "mask", "depth", "index"):
+        assert batch[key].dtype == want[key].dtype and batch[key].shape == want[key].shape, key
+        assert torch.equal(batch[key], want[key]), key
+    assert set(batch["mask"].unique().tolist()) <= {0, 1}
+    normalize = BatchNormalizer(ds.stats(), "cpu")
+    got, expected = normalize(batch), normalize(want)
+    for key in ("bg", "fg_bg", "mask", "depth"):
+        assert torch.equal(got[key], expected[key]), key
 
 
 def test_bad_sizes_and_empty_split_are_refused(tiny_dataset, tmp_path):

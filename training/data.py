@@ -5,6 +5,12 @@ less inter-process traffic than float32, and the normalisation runs where the ba
 GPU when there is one; see `BatchNormalizer`). Decoding is sized to the target: JPEGs are decoded at
 1/2 or 1/4 scale when that is still at least the target size.
 
+The batch path decodes straight into the batch: JPEGs to RGB (no conversion), each worker keeps its
+backgrounds converted and resized once, the background-relative depth box is pasted into a copy of
+the background's depth, and in a worker the batch tensors are allocated in shared memory, so sending
+them to the main process copies nothing. Its values are exactly those of `load()` (the
+straightforward decode through the reader's codecs, in BGR) converted to RGB.
+
 Determinism: the augmentation of a sample is drawn from (seed, epoch, sample index), so it does not
 depend on the number of workers or on which worker got the sample; the sampler passes the epoch
 along with each index, so persistent workers need no signal when an epoch changes.
@@ -22,12 +28,47 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from pipeline import DatasetReader, DepthmaskError
+from pipeline.codecs import DecodeError
 
 DEPTH_MAX = 65535.0
 
 # OpenCV's own thread pool does not survive fork: a DataLoader worker forked after the parent ran a
 # parallel OpenCV call can hang on its first one. Data work is parallel over workers instead.
 cv2.setNumThreads(1)
+
+# OpenCV >= 4.10 decodes a JPEG straight to RGB (IMREAD_COLOR_RGB, which replaces IMREAD_COLOR's colour
+# bit and combines with the reduced-scale bits); older versions decode BGR and convert.
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
+_IMREAD_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                   8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def decode_jpeg_rgb(data: bytes, reduce: int = 1) -> np.ndarray:
+    """A colour JPEG as an RGB uint8 array, at 1/`reduce` scale: the pixels of the codec's BGR decode,
+    channels reversed."""
+    buf = np.frombuffer(data, np.uint8)
+    if _IMREAD_RGB is not None:
+        image = cv2.imdecode(buf, (_IMREAD_REDUCED[reduce] & ~cv2.IMREAD_COLOR) | _IMREAD_RGB)
+    else:
+        image = cv2.imdecode(buf, _IMREAD_REDUCED[reduce])
+        if image is not None and image.ndim == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image is None or image.ndim != 3:
+        raise DecodeError("not a decodable colour JPEG")
+    return image
+
+
+def _batch_array(shape: tuple[int, ...], dtype: type) -> tuple[np.ndarray, torch.Tensor]:
+    """An uninitialised array and the tensor on its memory. In a DataLoader worker the memory is shared
+    from the start (as default_collate's batches are), so sending the batch to the main process copies
+    nothing; elsewhere numpy's heap memory, which malloc reuses from batch to batch."""
+    if torch.utils.data.get_worker_info() is not None and hasattr(torch.UntypedStorage, "_new_shared"):
+        dt = torch.from_numpy(np.empty(0, dtype)).dtype
+        storage = torch.UntypedStorage._new_shared(math.prod(shape) * dt.itemsize)
+        tensor = torch.empty(0, dtype=dt).set_(storage, 0, shape)
+        return tensor.numpy(), tensor
+    array = np.empty(shape, dtype)
+    return array, torch.from_numpy(array)
 
 
 @dataclass(frozen=True)
@@ -80,29 +121,36 @@ def augment_matrix(rng: np.random.Generator, size: int, config: AugmentConfig) -
     return m
 
 
-def warp_sample(m: np.ndarray, bg, fg_bg, mask, depth, size: int) -> tuple[np.ndarray, ...]:
+def warp_sample(m: np.ndarray, bg, fg_bg, mask, depth, size: int,
+                out: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
     """Apply one geometric transform to all four arrays: linear for images, nearest for mask and
-    depth (no invented in-between depths at object edges, and the mask stays binary)."""
+    depth (no invented in-between depths at object edges, and the mask stays binary). `out`: four
+    arrays to write into (size x size, the inputs' types)."""
     flags_img = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     flags_nn = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
     border = cv2.BORDER_REFLECT_101
-    return (cv2.warpAffine(bg, m, (size, size), flags=flags_img, borderMode=border),
-            cv2.warpAffine(fg_bg, m, (size, size), flags=flags_img, borderMode=border),
-            cv2.warpAffine(mask, m, (size, size), flags=flags_nn, borderMode=border),
-            cv2.warpAffine(depth, m, (size, size), flags=flags_nn, borderMode=border))
+    dst = out if out is not None else (None,) * 4
+    return (cv2.warpAffine(bg, m, (size, size), dst=dst[0], flags=flags_img, borderMode=border),
+            cv2.warpAffine(fg_bg, m, (size, size), dst=dst[1], flags=flags_img, borderMode=border),
+            cv2.warpAffine(mask, m, (size, size), dst=dst[2], flags=flags_nn, borderMode=border),
+            cv2.warpAffine(depth, m, (size, size), dst=dst[3], flags=flags_nn, borderMode=border))
 
 
-def photometric(rng: np.random.Generator, config: AugmentConfig, *images: np.ndarray) -> list[np.ndarray]:
-    """Same brightness/contrast (one lookup table) and saturation change on every image given."""
+def photometric(rng: np.random.Generator, config: AugmentConfig, *images: np.ndarray, rgb: bool = False,
+                in_place: bool = False) -> list[np.ndarray]:
+    """Same brightness/contrast (one lookup table) and saturation change on every image given (BGR,
+    or RGB with `rgb`: the same result in the other channel order). `in_place` overwrites the images."""
     b = rng.uniform(-config.brightness, config.brightness) * 255
     k = rng.uniform(1 - config.contrast, 1 + config.contrast)
     sat = rng.uniform(1 - config.saturation, 1 + config.saturation)
     lut = np.clip((np.arange(256) - 128.0) * k + 128.0 + b, 0, 255).astype(np.uint8)
+    to_gray, from_gray = (cv2.COLOR_RGB2GRAY, cv2.COLOR_GRAY2RGB) if rgb else (cv2.COLOR_BGR2GRAY, cv2.COLOR_GRAY2BGR)
     out = []
     for img in images:
-        img = cv2.LUT(img, lut)
-        gray = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
-        out.append(cv2.addWeighted(img, sat, gray, 1 - sat, 0))
+        dst = img if in_place else None
+        img = cv2.LUT(img, lut, dst=dst)
+        gray = cv2.cvtColor(cv2.cvtColor(img, to_gray), from_gray)
+        out.append(cv2.addWeighted(img, sat, gray, 1 - sat, 0, dst=dst))
     return out
 
 
@@ -146,17 +194,20 @@ class DepthMaskDataset(Dataset):
         """Normalisation statistics: the training split's (falls back to the whole dataset's)."""
         return self.reader.stats("train")
 
-    def _background(self, bg_index: int) -> np.ndarray:
-        image = self._bg_cache.get(bg_index)
-        if image is None:
-            image = self.reader.background(bg_index)[0]
+    def _background(self, bg_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(image RGB uint8 at the output size, depth uint16 at the stored size) of a background: resized
+        and converted once per process, then only copied into batches."""
+        entry = self._bg_cache.get(bg_index)
+        if entry is None:
+            image, depth = self.reader.background(bg_index)
             if image.shape[0] != self.size:
                 image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA)
-            self._bg_cache[bg_index] = image
-        return image
+            entry = self._bg_cache[bg_index] = (cv2.cvtColor(image, cv2.COLOR_BGR2RGB), depth)
+        return entry
 
     def load(self, position: int, epoch: int = 0) -> tuple[np.ndarray, ...]:
-        """One sample as HWC numpy arrays (bg, fg_bg BGR uint8; mask 0/1 uint8; depth uint16)."""
+        """One sample as HWC numpy arrays (bg, fg_bg BGR uint8; mask 0/1 uint8; depth uint16), decoded the
+        straightforward way through the reader's codecs (the reference for the batch path)."""
         index = int(self.indices[position])
         record = self.reader.record(index)
         codecs = self.reader.codecs
@@ -168,7 +219,7 @@ class DepthMaskDataset(Dataset):
         except (ValueError, KeyError, IndexError) as exc:
             raise DepthmaskError(f"{self.reader.root}: sample {index} does not decode: {exc}") from None
         mask = (mask >= 128).astype(np.uint8)
-        bg = self._background(int(record["bg"]))
+        bg = cv2.cvtColor(self._background(int(record["bg"]))[0], cv2.COLOR_RGB2BGR)
         if self.augment is None:
             bg, fg_bg, mask, depth = resize_sample(bg, fg_bg, mask, depth, self.size)
         else:
@@ -182,30 +233,80 @@ class DepthMaskDataset(Dataset):
             bg, fg_bg = photometric(rng, self.augment, bg, fg_bg)
         return bg, fg_bg, mask, depth
 
+    def _decode_into(self, record: dict[str, Any], fg_bg: np.ndarray, mask: np.ndarray, depth: np.ndarray) -> None:
+        """A record's fg_bg (RGB), mask (0/1) and depth, unaugmented at the output size, into the given
+        arrays: the values of `load()` without augmentation (fg_bg in RGB), fewer passes and copies."""
+        s = self.size
+        fg = decode_jpeg_rgb(record["fg_bg"], self._reduce)
+        if fg.shape[0] == s:
+            np.copyto(fg_bg, fg)
+        else:
+            cv2.resize(fg, (s, s), dst=fg_bg, interpolation=cv2.INTER_AREA)
+        stored = self.reader.codecs.mask.decode(record["mask"])  # 0 / 255
+        if stored.shape[0] == s:
+            np.greater_equal(stored, 128, out=mask.view(np.bool_))
+        else:  # area-resized 0/1 values stay 0/1 (>= half covered)
+            cv2.resize((stored >= 128).view(np.uint8), (s, s), dst=mask, interpolation=cv2.INTER_AREA)
+        bg_depth = self._background(int(record["bg"]))[1]
+        full = depth if bg_depth.shape[0] == s else np.empty_like(bg_depth)
+        codec = self.reader.codecs.depth
+        if codec.background_relative:
+            # the codec's reconstruction, pasted straight into the output: the background's depth, and
+            # the box's non-zero values at the record's (x, y)
+            box = cv2.imdecode(np.frombuffer(record["depth"], np.uint8), cv2.IMREAD_UNCHANGED)
+            if box is None or box.ndim != 2 or box.dtype != np.uint16:
+                raise DecodeError("not a decodable 16-bit 1-channel PNG")
+            x, y = int(record["x"]), int(record["y"])
+            h, w = box.shape
+            if x < 0 or y < 0 or y + h > bg_depth.shape[0] or x + w > bg_depth.shape[1]:
+                raise DecodeError(f"depth box {w}x{h} at ({x}, {y}) falls outside the image")
+            np.copyto(full, bg_depth)
+            np.copyto(full[y : y + h, x : x + w], box, where=box != 0)
+        else:
+            decoded = codec.decode(record["depth"])
+            if decoded.shape != full.shape:
+                raise DecodeError(f"depth is {decoded.shape}, expected {full.shape}")
+            np.copyto(full, decoded)
+        if full is not depth:
+            cv2.resize(full, (s, s), dst=depth, interpolation=cv2.INTER_AREA)
+
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([item]).items()}
 
     def __getitems__(self, items: Sequence[int | tuple[int, int]]) -> dict[str, torch.Tensor]:
-        """A whole batch, decoded into preallocated arrays and returned as one dict of tensors."""
+        """A whole batch, decoded straight into the batch tensors (in shared memory in a worker)."""
         n, s = len(items), self.size
-        bg = np.empty((n, s, s, 3), np.uint8)
-        fg_bg = np.empty((n, s, s, 3), np.uint8)
-        mask = np.empty((n, s, s), np.uint8)
-        depth = np.empty((n, s, s), np.uint16)
-        index = np.empty(n, np.int64)
-        for j, item in enumerate(items):
-            epoch, position = item if isinstance(item, tuple) else (0, item)
-            bg_bgr, fg_bg_bgr, mask[j], depth[j] = self.load(position, epoch)
-            cv2.cvtColor(bg_bgr, cv2.COLOR_BGR2RGB, dst=bg[j])  # into the batch, no reversed-stride copy
-            cv2.cvtColor(fg_bg_bgr, cv2.COLOR_BGR2RGB, dst=fg_bg[j])
-            index[j] = self.indices[position]
+        pairs = [item if isinstance(item, tuple) else (0, item) for item in items]
+        (bg, bg_t), (fg_bg, fg_bg_t) = _batch_array((n, s, s, 3), np.uint8), _batch_array((n, s, s, 3), np.uint8)
+        (mask, mask_t), (depth, depth_t) = _batch_array((n, s, s), np.uint8), _batch_array((n, s, s), np.uint16)
+        index, index_t = _batch_array((n,), np.int64)
+        index[:] = self.indices[[int(position) for _, position in pairs]]
+        augment = self.augment
+        if augment is not None:
+            plain = (np.empty((s, s, 3), np.uint8), np.empty((s, s), np.uint8), np.empty((s, s), np.uint16))
+        for j, (epoch, _) in enumerate(pairs):
+            sample = int(index[j])
+            record = self.reader.record(sample)
+            try:
+                bg_image = self._background(int(record["bg"]))[0]
+                if augment is None:
+                    np.copyto(bg[j], bg_image)
+                    self._decode_into(record, fg_bg[j], mask[j], depth[j])
+                else:  # as load(): the geometry, then the photometry, from one generator
+                    self._decode_into(record, *plain)
+                    rng = np.random.default_rng([self.seed, epoch, sample])
+                    m = augment_matrix(rng, s, augment)
+                    warp_sample(m, bg_image, *plain, s, out=(bg[j], fg_bg[j], mask[j], depth[j]))
+                    photometric(rng, augment, bg[j], fg_bg[j], rgb=True, in_place=True)
+            except (ValueError, KeyError, IndexError) as exc:
+                raise DepthmaskError(f"{self.reader.root}: sample {sample} does not decode: {exc}") from None
         return {
             # NHWC in memory, NCHW in shape: a channels_last tensor, no copy
-            "bg": torch.from_numpy(bg).permute(0, 3, 1, 2),
-            "fg_bg": torch.from_numpy(fg_bg).permute(0, 3, 1, 2),
-            "mask": torch.from_numpy(mask).unsqueeze(1),
-            "depth": torch.from_numpy(depth).unsqueeze(1),
-            "index": torch.from_numpy(index),
+            "bg": bg_t.permute(0, 3, 1, 2),
+            "fg_bg": fg_bg_t.permute(0, 3, 1, 2),
+            "mask": mask_t.unsqueeze(1),
+            "depth": depth_t.unsqueeze(1),
+            "index": index_t,
         }
 
 
