@@ -83,10 +83,21 @@ def test_depth_maps_are_fitted_and_normalised(folders):
     for i, (h, w) in enumerate([(240, 320), (300, 200), (200, 200)]):
         expected = fit_depth_square(normalise_depth(background_depth(h, w), "depth").astype(np.float32), (h, w), SIZE)
         stored = assets.background_depths[i].astype(np.float64) / 65535
-        assert np.abs(stored - expected).max() < 0.01, i  # b0/b2 are mm PNGs, b1 a half-size .npy
+        assert np.abs(stored - expected).max() < 0.01, i  # b0: 16-bit mm PNG, b1: half-size .npy, b2: 8-bit PNG
         # per-map scale over the whole map: its farthest pixel is 1.0 (the portrait's is cropped away)
         assert stored.max() > 0.99 if i != 1 else stored.max() < 0.9
     assert assets.depth["kind"] == "relative" and assets.depth["exact"] is False
+
+
+def test_inverse_depth_maps_give_the_same_depth(folders):
+    """1 / metres maps read with --bg-depth-kind inverse give the depth the metre maps give."""
+    direct = load_assets(options(Path("unused"), folders))
+    inverse = load_assets(options(Path("unused"), folders, inputs=UserInputs(
+        bg_dir=folders["bg"], fg_dir=folders["fg"], bg_depth_dir=folders["bg_inverse"],
+        bg_depth=DepthMapOptions(kind="inverse"))))
+    for i in (0, 3):  # the same full-size maps (b1's direct map is half-size and b2's 8-bit: not comparable)
+        assert np.abs(direct.background_depths[i].astype(int) - inverse.background_depths[i]).max() <= 2
+    assert inverse.depth["input"] == "inverse" and "1 / value" in inverse.depth["normalisation"]
 
 
 def test_samples_compose_the_user_assets(user_dataset, folders):

@@ -39,9 +39,9 @@ def cutout(height: int, width: int, seed: int) -> np.ndarray:
 
 def write_user_folders(root: Path, n_backgrounds: int = 4, n_foregrounds: int = 4) -> dict[str, Path]:
     """bg/ (JPEG 4:3, a portrait PNG, a grey PNG, a 16-bit PNG, in a sub-folder for the rest),
-    bg_depth/ (16-bit mm PNG, and .npy at half resolution), fg/ (RGBA PNGs, one larger than the
+    bg_depth/ (16-bit mm PNG, 8-bit PNG, and .npy at half resolution), bg_inverse/ (1 / metres, .npy), fg/ (RGBA PNGs, one larger than the
     dataset allows), fg_rgb/ + fg_masks/ (the same objects as RGB PNG + grey mask)."""
-    paths = {name: root / name for name in ("bg", "bg_depth", "fg", "fg_rgb", "fg_masks")}
+    paths = {name: root / name for name in ("bg", "bg_depth", "bg_inverse", "fg", "fg_rgb", "fg_masks")}
     for p in paths.values():
         p.mkdir(parents=True, exist_ok=True)
     shapes = [(240, 320), (300, 200), (200, 200), (180, 240), (260, 390), (210, 280)]
@@ -49,6 +49,9 @@ def write_user_folders(root: Path, n_backgrounds: int = 4, n_foregrounds: int = 
         h, w = shapes[i % len(shapes)]
         image = background_image(h, w, i)
         depth_mm = np.rint(background_depth(h, w) * 1000).astype(np.uint16)
+        inverse = paths["bg_inverse"] / ("more" if i >= 3 else "")
+        inverse.mkdir(exist_ok=True)
+        np.save(inverse / f"b{i}.npy", (1.0 / background_depth(h, w)).astype(np.float32))
         if i == 0:
             cv2.imwrite(str(paths["bg"] / "b0.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
             cv2.imwrite(str(paths["bg_depth"] / "b0.png"), depth_mm)
@@ -57,7 +60,8 @@ def write_user_folders(root: Path, n_backgrounds: int = 4, n_foregrounds: int = 
             np.save(paths["bg_depth"] / "b1.npy", background_depth(h // 2, w // 2).astype(np.float32))
         elif i == 2:
             cv2.imwrite(str(paths["bg"] / "b2.png"), cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
-            cv2.imwrite(str(paths["bg_depth"] / "b2.png"), depth_mm)
+            depth_8bit = np.rint(background_depth(h, w) / 50.0 * 255).astype(np.uint8)
+            cv2.imwrite(str(paths["bg_depth"] / "b2.png"), depth_8bit)
         else:
             sub = paths["bg"] / "more"
             sub.mkdir(exist_ok=True)
