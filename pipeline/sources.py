@@ -5,6 +5,7 @@ is a DepthmaskError naming the file and what is wrong. The rules are documented 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -94,19 +95,57 @@ def read_bytes(path: Path) -> bytes:
 
 def decode_image(path: Path, data: bytes) -> np.ndarray:
     """Decoded pixels as stored (any depth, any channels, alpha kept), turned as EXIF says."""
-    if _looks_truncated(path, data):
-        raise DepthmaskError(f"{path}: image file is truncated (no end-of-image marker)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if _looks_truncated(data):
+        raise DepthmaskError(f"{path}: image file is truncated (it ends before the image does)")
+    image = decode_quietly(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise DepthmaskError(f"{path}: not a readable image (corrupt, truncated or not an image)")
     return images.apply_orientation(image, exif_orientation(data))
 
 
-def _looks_truncated(path: Path, data: bytes) -> bool:
-    """OpenCV decodes a cut-off JPEG to a grey-filled image with only a warning; PNG it refuses."""
-    if path.suffix.lower() in (".jpg", ".jpeg") and data[:2] == b"\xff\xd8":
-        return b"\xff\xd9" not in data[-4096:]
+PNG_END = b"IEND\xaeB`\x82"
+
+
+def _looks_truncated(data: bytes) -> bool:
+    """A PNG without its end chunk, or a JPEG without its end marker that Pillow cannot finish either
+    (a phone's "motion photo" keeps a video after the marker: that one is fine). Some decoders fill a
+    cut-off image with grey and only print a warning, so this is checked first."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return PNG_END not in data[-64:]
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-4096:]:
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+        except (OSError, ValueError, SyntaxError):
+            return True
     return False
+
+
+def decode_quietly(data: bytes, flags: int) -> np.ndarray | None:
+    """cv2.imdecode with the C libraries' own messages ("libpng error: ...", "Corrupt JPEG data")
+    kept off stderr: a bad file gets one line from us, not a decoder's chatter before it."""
+    if not data:
+        return None
+    with _stderr_silenced():
+        return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 (embedded interpreters): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def exif_orientation(data: bytes) -> int:
@@ -170,7 +209,9 @@ def read_depth_map(path: Path) -> np.ndarray:
         if values.ndim != 2 or not (np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.integer)):
             raise DepthmaskError(f"{path}: expected a 2-D numeric depth array, got shape {values.shape} {values.dtype}")
         return values.astype(np.float64)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if _looks_truncated(data):
+        raise DepthmaskError(f"{path}: depth map file is truncated (it ends before the image does)")
+    image = decode_quietly(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise DepthmaskError(f"{path}: not a readable depth image (corrupt, truncated or not an image)")
     if image.ndim == 3:

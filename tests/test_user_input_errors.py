@@ -89,9 +89,32 @@ def test_truncated_jpeg(tmp_path, data):
 
 
 def test_corrupt_png(tmp_path, data):
+    """Damaged in the middle, complete at the end: the decoder refuses it."""
     path = data / "fg" / "f2.png"
-    path.write_bytes(path.read_bytes()[:60])
+    raw = bytearray(path.read_bytes())
+    raw[60:90] = bytes(30)
+    path.write_bytes(bytes(raw))
     refused(tmp_path, composite_args(data), "f2.png", "not a readable image")
+
+
+def test_truncated_files_in_a_real_process_say_one_line(tmp_path, data, pristine):
+    """A PNG cut in the middle: libpng's own complaint must not reach the user's terminal."""
+    path = data / "fg" / "f1.png"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+    result = run_cli("dm-build-lmdb", tmp_path / "out", *BASE, *composite_args(data))
+    assert_one_line_error(result, "f1.png", "truncated")
+    shutil.copy(pristine / "fg" / "f1.png", path)
+    depth = data / "bg_depth" / "b0.png"
+    depth.write_bytes(depth.read_bytes()[:-30])
+    refused(tmp_path, composite_args(data), "b0.png", "truncated")
+
+
+def test_jpeg_with_data_after_the_image_is_accepted(tmp_path, data):
+    """Phones append a video after the JPEG (motion photos): not a truncated file."""
+    path = data / "bg" / "b0.jpg"
+    path.write_bytes(path.read_bytes() + bytes(range(256)) * 40)
+    result, out = build(tmp_path, *composite_args(data))
+    assert result.rc == 0, result
 
 
 def test_file_that_is_not_an_image(tmp_path, data):
