@@ -18,7 +18,8 @@ from typing import Any, Callable
 import numpy as np
 
 from . import __version__
-from .assets import AssetSet, UserInputs, validate_inputs
+from .assets import (DEFAULT_POSITIONS_FOLDERS, DEFAULT_POSITIONS_PROCEDURAL, DEFAULT_PROCEDURAL_BACKGROUNDS,
+                     DEFAULT_PROCEDURAL_FOREGROUNDS, AssetSet, UserInputs, validate_inputs)
 from .assets import load_assets as load_asset_set
 from .codecs import DEFAULT_JPEG_QUALITY, DEPTH_STORAGE, FieldCodecs, default_codecs
 from .compose import (MASK_ON, composite, object_depth, paste_depth, paste_mask, pasted_depth_sums,
@@ -48,9 +49,9 @@ class BuildOptions:
 
     output: Path
     seed: int = 0
-    backgrounds: int | None = None  # None: 102 procedural, or every file of inputs.bg_dir
+    backgrounds: int | None = None  # None: 1,020 procedural, or every file of inputs.bg_dir
     foregrounds: int | None = None  # None: 104 procedural, or every file of inputs.fg_dir
-    positions: int = 20
+    positions: int | None = None  # None: 2 on procedural backgrounds, 20 on the user's
     flip: bool = True
     limit: int | None = None
     size: int = 224
@@ -70,15 +71,24 @@ class BuildOptions:
         return self.inputs != UserInputs()
 
     @property
+    def resolved_positions(self) -> int:
+        if self.positions is not None:
+            return self.positions
+        return DEFAULT_POSITIONS_FOLDERS if self.inputs.bg_dir else DEFAULT_POSITIONS_PROCEDURAL
+
+    @property
     def resolved_depth_storage(self) -> str:
         if self.depth_storage is not None:
             return self.depth_storage
         return "full" if self.inputs.per_sample_depth else "delta"
 
     def content(self) -> dict[str, Any]:
-        content = {"seed": self.seed, "backgrounds": self.backgrounds if self.backgrounds or self.inputs.bg_dir else 102,
-                   "foregrounds": self.foregrounds if self.foregrounds or self.inputs.fg_dir else 104,
-                   "positions": self.positions, "flip": self.flip, "limit": self.limit, "size": self.size,
+        content = {"seed": self.seed,
+                   "backgrounds": self.backgrounds if self.backgrounds or self.inputs.bg_dir
+                   else DEFAULT_PROCEDURAL_BACKGROUNDS,
+                   "foregrounds": self.foregrounds if self.foregrounds or self.inputs.fg_dir
+                   else DEFAULT_PROCEDURAL_FOREGROUNDS,
+                   "positions": self.resolved_positions, "flip": self.flip, "limit": self.limit, "size": self.size,
                    "shard_size": self.shard_size, "val_fraction": self.val_fraction,
                    "jpeg_quality": self.jpeg_quality, "depth_storage": self.resolved_depth_storage}
         if self.uses_folders:
@@ -114,7 +124,8 @@ def validate_options(options: BuildOptions) -> None:
          "a whole number >= 1"),
         ("--foregrounds", options.foregrounds, options.foregrounds is None or _count(options.foregrounds),
          "a whole number >= 1"),
-        ("--positions", options.positions, _count(options.positions), "a whole number >= 1"),
+        ("--positions", options.positions, options.positions is None or _count(options.positions),
+         "a whole number >= 1"),
         ("--limit", options.limit, options.limit is None or _count(options.limit), "a whole number >= 1"),
         ("--size", options.size, _count(options.size) and 192 <= options.size <= 1024,
          "a whole number from 192 to 1024 (foregrounds are up to 160 px wide)"),
@@ -374,7 +385,7 @@ def build_dataset(options: BuildOptions, *, progress: bool = True,
         if assets is None:
             assets = load_assets(options, progress=progress, log=log)
         n_bg, n_fg = len(assets.backgrounds), len(assets.foregrounds)
-        plan = SamplePlan(n_bg, n_fg, options.positions, options.flip, options.limit)
+        plan = SamplePlan(n_bg, n_fg, options.resolved_positions, options.flip, options.limit)
         split = make_split(n_bg, n_fg, options.val_fraction, options.seed)
         codecs = default_codecs(options.jpeg_quality, options.resolved_depth_storage)
         asset_description = assets.describe()

@@ -63,7 +63,7 @@ def _triple(values: tuple[float, ...]) -> str:
 @click.argument("output", type=click.Path(path_type=Path))
 @click.option("--seed", type=int, default=0, help="Seed of everything random: scenes, placements, split.")
 @click.option("--backgrounds", type=int, default=None,
-              help="Number of backgrounds: procedural ones, or the first N files of --bg.  [default: 102 / all files]")
+              help="Number of backgrounds: procedural ones, or the first N files of --bg.  [default: 1020 / all files]")
 @click.option("--foregrounds", type=int, default=None,
               help="Number of foregrounds: procedural ones, or the first N files of --fg.  [default: 104 / all files]")
 @click.option("--bg", type=click.Path(path_type=Path), default=None,
@@ -101,7 +101,8 @@ def _triple(values: tuple[float, ...]) -> str:
 @click.option("--depth-batch-size", type=int, default=16, help="Images per depth-model batch.")
 @click.option("--depth-device", type=click.Choice(list(DEVICES)), default="auto",
               help="Where the depth model runs; auto: a CUDA GPU when there is one.")
-@click.option("--positions", type=int, default=20, help="Placements per background x foreground pair.")
+@click.option("--positions", type=int, default=None,
+              help="Placements per background x foreground pair.  [default: 2 on procedural backgrounds, 20 with --bg]")
 @click.option("--flip/--no-flip", default=True, help="Also store every placement with the foreground mirrored.")
 @click.option("--limit", type=int, default=None, help="Keep only the first N samples of the plan (index order).  [default: all]")
 @click.option("--size", type=int, default=224, help="Width and height of every image, in pixels.")
@@ -127,8 +128,9 @@ def build_lmdb_command(output: Path, part: str | None, progress: bool, bg, fg, f
                        depth_model_std, depth_model_output, depth_batch_size, depth_device, **options) -> None:
     """Build the dataset of (bg, fg_bg, mask, depth) quadruplets into sharded LMDB in OUTPUT.
 
-    The default is the full embedded dataset: 102 procedural backgrounds x 104 foregrounds x 20
-    placements x 2 (flip) = 424,320 samples. --bg / --fg take your own folders instead (see
+    The default is the full embedded dataset: 1,020 procedural backgrounds x 104 foregrounds x 2
+    placements x 2 (flip) = 424,320 samples, the original's count (its 102 photos x 20 placements
+    is --backgrounds 102 --positions 20). --bg / --fg take your own folders instead (see
     docs/inputs.md). Killed at any point, the same command resumes and produces byte-identical shards.
     """
     inputs = user_inputs(bg, fg, fg_masks, fg_max_size, ground_top, bg_depth, bg_depth_kind, depth_far, depth_model, depth_mode,
