@@ -29,7 +29,7 @@ def _rand(*shape, seed=0):
 
 def test_loss_config_defaults_are_densedepth():
     cfg = LossConfig()
-    assert (cfg.depth_loss, cfg.w_l1, cfg.w_ssim, cfg.w_grad) == ("dense", 0.1, 1.0, 1.0)
+    assert (cfg.depth_loss, cfg.w_l1, cfg.w_ssim, cfg.w_grad) == ("dense", 1.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="depth_loss"):
         LossConfig(depth_loss="l2")
     with pytest.raises(ValueError, match="w_bce"):
