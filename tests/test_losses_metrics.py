@@ -118,7 +118,7 @@ def test_total_loss_combines_weighted_parts():
     assert parts["loss"] == pytest.approx(loss.item())
     assert loss.item() == pytest.approx(2.0 * parts["depth"] + 0.5 * parts["mask"], rel=1e-6)
     assert parts["depth"] == pytest.approx(
-        0.1 * parts["depth_l1"] + parts["depth_ssim"] + parts["depth_grad"], rel=1e-6
+        cfg.w_l1 * parts["depth_l1"] + parts["depth_ssim"] + parts["depth_grad"], rel=1e-6
     )
     # (B,H,W) targets are accepted; shape mismatches are not
     total_loss(d, logits, t[:, 0], m[:, 0], cfg)
