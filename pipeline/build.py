@@ -583,7 +583,7 @@ class _BarCounter:
 
 def _init_worker_inline(context: _WorkerContext, bar: Any) -> None:
     context.progress = _BarCounter(bar)
-    context.prepare()
+    context.prepare(model_threads=1)  # as in pool workers: a model's sums must not depend on --workers
 
 
 def _run_pool(context: _WorkerContext, todo: list[tuple[int, int, int]], workers: int, bar: Any) -> None:
