@@ -186,12 +186,15 @@ def _load_failure(spec: DepthModelSpec, exc: BaseException) -> DepthmaskError:
 def _torch_runner(module: Any, device: str, threads: int | None) -> Callable[[np.ndarray], Any]:
     import torch
 
-    if threads is not None:
-        torch.set_num_threads(threads)
-
     def run(batch: np.ndarray) -> Any:
-        with torch.inference_mode():
-            return module(torch.from_numpy(batch).to(device))
+        before = torch.get_num_threads()
+        if threads is not None:  # only while the model runs: the caller's process keeps its setting
+            torch.set_num_threads(threads)
+        try:
+            with torch.inference_mode():
+                return module(torch.from_numpy(batch).to(device))
+        finally:
+            torch.set_num_threads(before)
 
     return run
 
