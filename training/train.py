@@ -7,6 +7,8 @@ TensorBoard scalars under tb/ when tensorboard is installed.
 """
 from __future__ import annotations
 
+import gc
+
 import json
 import math
 import random
@@ -68,9 +70,17 @@ def train(config: TrainConfig, runtime: RuntimeOptions = RuntimeOptions(),
           log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict[str, Any]:
     """Train (or resume) the run in config.output; return the last validation metrics."""
     dist = dist_utils.setup(runtime.device)
+    trainer = None
     try:
-        return _Trainer(config, runtime, dist, log).run()
+        trainer = _Trainer(config, runtime, dist, log)
+        result = trainer.run()
+        dist_utils.barrier(dist)  # every rank leaves together
+        return result
     finally:
+        # the DDP model (its reducer holds the process group) must be gone before the group is: left to
+        # the interpreter's exit, a rank could abort ("terminate called without an active exception")
+        trainer = None
+        gc.collect()
         dist_utils.teardown(dist)
 
 
