@@ -8,13 +8,13 @@ Contract: input (N, 3, S, S) float32 RGB, (pixel / 255 - mean) / std; output (N,
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import cv2
 import numpy as np
 
 from . import images
@@ -50,6 +50,13 @@ class DepthModelSpec:
 
 
 def file_sha256(path: Path) -> str:
+    """Streamed, and remembered while the file is unchanged: a model is described several times."""
+    stat = path.stat()
+    return _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -98,10 +105,7 @@ class DepthModel:
         out = self.raw(batch_bgr)
         maps = []
         for image, values in zip(batch_bgr, out):
-            h, w = image.shape[:2]
-            if values.shape != (h, w):
-                shrinking = values.size > h * w
-                values = cv2.resize(values, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+            values = images.resize(values, *image.shape[:2])
             try:
                 maps.append(images.depth_map_to_uint16(values, self.spec.output, self.spec.far))
             except ValueError as exc:
@@ -114,9 +118,7 @@ class DepthModel:
         scale = 1.0 / (np.asarray(self.spec.std, np.float32) * 255.0)
         out = np.empty((len(batch_bgr), 3, s, s), np.float32)
         for j, image in enumerate(batch_bgr):
-            if image.shape[:2] != (s, s):
-                shrinking = image.shape[0] * image.shape[1] > s * s
-                image = cv2.resize(image, (s, s), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+            image = images.resize(image, s, s)
             rgb = image[:, :, ::-1].astype(np.float32)
             out[j] = ((rgb - mean) * scale).transpose(2, 0, 1)
         return out

@@ -68,13 +68,19 @@ def fit_square_geometry(height: int, width: int, size: int) -> tuple[int, int, i
     return scaled_h, scaled_w, (scaled_h - size) // 2, (scaled_w - size) // 2
 
 
+def resize(image: np.ndarray, height: int, width: int, enlarge: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """`image` at height x width: area-averaging when shrinking, `enlarge` otherwise; unchanged if already so."""
+    if image.shape[:2] == (height, width):
+        return image
+    shrinking = height * width < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else enlarge)
+
+
 def fit_square(image: np.ndarray, size: int) -> np.ndarray:
     """Resize (area-averaging when shrinking, bicubic when enlarging) and centre-crop to size x size."""
     height, width = image.shape[:2]
     scaled_h, scaled_w, top, left = fit_square_geometry(height, width, size)
-    if (scaled_h, scaled_w) != (height, width):
-        shrinking = scaled_h * scaled_w < height * width
-        image = cv2.resize(image, (scaled_w, scaled_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+    image = resize(image, scaled_h, scaled_w, enlarge=cv2.INTER_CUBIC)
     return np.ascontiguousarray(image[top : top + size, left : left + size])
 
 
@@ -84,15 +90,9 @@ def fit_depth_square(depth: np.ndarray, image_shape: tuple[int, int], size: int)
     The map may be at the image's resolution or at any other resolution of the same aspect ratio
     (within 1%), as depth networks often produce; it is first resampled to the image's size."""
     height, width = image_shape
-    if depth.shape != (height, width):
-        resized = cv2.resize(depth.astype(np.float32), (width, height),
-                             interpolation=cv2.INTER_AREA if depth.size > height * width else cv2.INTER_LINEAR)
-        depth = resized
+    depth = resize(depth.astype(np.float32, copy=False), height, width)
     scaled_h, scaled_w, top, left = fit_square_geometry(height, width, size)
-    if (scaled_h, scaled_w) != (height, width):
-        shrinking = scaled_h * scaled_w < height * width
-        depth = cv2.resize(depth.astype(np.float32), (scaled_w, scaled_h),
-                           interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    depth = resize(depth, scaled_h, scaled_w)
     return np.ascontiguousarray(depth[top : top + size, left : left + size])
 
 

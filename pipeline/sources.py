@@ -197,9 +197,11 @@ def _first(listing: FolderListing, limit: int | None) -> list[Path]:
 
 
 # ---- depth maps of backgrounds -------------------------------------------------------------------
-def read_depth_map(path: Path) -> np.ndarray:
-    """A depth map as float64 (H, W): 8/16-bit or float PNG/TIFF (one channel, or three equal ones) or .npy."""
+def read_depth_map(path: Path) -> tuple[np.ndarray, str]:
+    """(A depth map as float64 (H, W), sha256 of the file): 8/16-bit or float PNG/TIFF (one channel,
+    or three equal ones) or .npy."""
     data = read_bytes(path)
+    digest = hashlib.sha256(data).hexdigest()
     if path.suffix.lower() == ".npy":
         try:
             values = np.load(io.BytesIO(data), allow_pickle=False)
@@ -208,7 +210,7 @@ def read_depth_map(path: Path) -> np.ndarray:
         values = np.squeeze(values) if values.ndim == 3 and 1 in (values.shape[0], values.shape[-1]) else values
         if values.ndim != 2 or not (np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.integer)):
             raise DepthmaskError(f"{path}: expected a 2-D numeric depth array, got shape {values.shape} {values.dtype}")
-        return values.astype(np.float64)
+        return values.astype(np.float64), digest
     if _looks_truncated(data):
         raise DepthmaskError(f"{path}: depth map file is truncated (it ends before the image does)")
     image = decode_quietly(data, cv2.IMREAD_UNCHANGED)
@@ -220,7 +222,7 @@ def read_depth_map(path: Path) -> np.ndarray:
         else:
             raise DepthmaskError(f"{path}: depth maps must have one channel; this one has {image.shape[2]} "
                                  "different channels (a colour-mapped picture of depth cannot be inverted)")
-    return image.astype(np.float64)
+    return image.astype(np.float64), digest
 
 
 @dataclass(frozen=True)
@@ -245,8 +247,8 @@ def load_depth_maps(folder: Path | str, backgrounds: list[LoadedBackground], siz
     out, files = [], []
     for bg in backgrounds:
         path = by_key[bg.key]
-        files.append({"depth_file": listing.name(path), "depth_sha256": file_sha256(path)})
-        values = read_depth_map(path)
+        values, digest = read_depth_map(path)
+        files.append({"depth_file": listing.name(path), "depth_sha256": digest})
         if values.shape != bg.source_shape and not images.same_aspect(values.shape, bg.source_shape):
             raise DepthmaskError(f"{path}: depth map is {values.shape[1]}x{values.shape[0]} but its background "
                                  f"{bg.name} is {bg.source_shape[1]}x{bg.source_shape[0]} (as displayed); expected the "
@@ -258,10 +260,6 @@ def load_depth_maps(folder: Path | str, backgrounds: list[LoadedBackground], siz
         fitted = images.fit_depth_square(normalised_input.astype(np.float32), bg.source_shape, size)
         out.append(images.depth_map_to_uint16(fitted, "depth", 1.0))
     return out, files
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(read_bytes(path)).hexdigest()
 
 
 # ---- foregrounds ---------------------------------------------------------------------------------
