@@ -118,6 +118,9 @@ def test_other_architecture_is_refused_naming_both(tmp_path):
     _model_checkpoint(tmp_path / "wide.pt", replace(TINY, width=0.5))
     with pytest.raises(DepthmaskError, match="width 0.5"):
         load_model_state(model, load_checkpoint(tmp_path / "wide.pt"), tmp_path / "wide.pt")
+    _model_checkpoint(tmp_path / "narrow-mask.pt", replace(TINY, mask_width=0.125))
+    with pytest.raises(DepthmaskError, match="mask width 0.125"):
+        load_model_state(model, load_checkpoint(tmp_path / "narrow-mask.pt"), tmp_path / "narrow-mask.pt")
 
 
 def test_weights_that_do_not_fit_are_refused(tmp_path):

@@ -17,12 +17,13 @@ from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.data import BatchNormalizer, DepthMaskDataset, make_loader
 from training.losses import total_loss
 from training.metrics import SegDepthMetrics, constant_baseline
+from training.precision import fast_path_default
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _validate(model, dataset, normalizer, *, rank: int = 0, world_size: int = 1, batch_size: int = 8,
-              limit: int | None = None):
+              limit: int | None = None, amp: bool = False):
     """What _Trainer.validate does on one rank: (metric sums, [loss * n, n])."""
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, workers=0, rank=rank, world_size=world_size)
     loader.sampler.limit = limit
@@ -32,7 +33,8 @@ def _validate(model, dataset, normalizer, *, rank: int = 0, world_size: int = 1,
     with torch.no_grad():
         for batch in loader:
             b = normalizer(batch)
-            depth, logits = model(b["bg"], b["fg_bg"])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                depth, logits = model(b["bg"], b["fg_bg"])
             _, parts = total_loss(depth, logits, b["depth"], b["mask"])
             n = b["bg"].shape[0]
             loss += torch.tensor([parts["loss"] * n, n], dtype=torch.float64)
@@ -109,9 +111,12 @@ def test_torchrun_two_cpu_processes(tiny_dataset, tmp_path):
     assert not any(k.startswith("module.") for k in state["model"])
     model, _, _ = model_from_checkpoint(run / "last.pt")
     model.eval()
+    fast = fast_path_default(torch.device("cpu"))  # the run's default precision on this CPU
+    if fast:
+        model = model.to(memory_format=torch.channels_last)
     val = DepthMaskDataset(tiny_dataset, "val", size=32)
-    normalizer = BatchNormalizer(val.stats())
-    sums, loss, seen = _validate(model, val, normalizer)
+    normalizer = BatchNormalizer(val.stats(), channels_last=fast)
+    sums, loss, seen = _validate(model, val, normalizer, amp=fast)
     metrics = SegDepthMetrics()
     metrics.load_state_tensor(sums)
     want = metrics.compute()

@@ -95,6 +95,20 @@ def test_bad_width_and_shape_mismatch():
         model(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 64, 64))
 
 
+def test_mask_width_narrows_only_the_mask_network():
+    same = _tiny()
+    narrow = _tiny(mask_width=0.125)
+    assert count_parameters(narrow.depth_net) == count_parameters(same.depth_net)
+    assert count_parameters(narrow.mask_net) < count_parameters(same.mask_net) / 3
+    depth, logits = narrow(torch.zeros(2, 3, 32, 32), torch.zeros(2, 3, 32, 32))
+    assert depth.shape == logits.shape == (2, 1, 32, 32)
+    assert ModelConfig(width=0.5).mask_net_width == 0.5 and ModelConfig(mask_width=0.25).mask_net_width == 0.25
+    with pytest.raises(ValueError, match="mask_width"):
+        ModelConfig(mask_width=0)
+    with pytest.raises(ValueError, match="separate networks"):
+        ModelConfig(shared_encoder=True, mask_width=0.5)
+
+
 def test_defaults_build():
     cfg = ModelConfig()
     assert cfg.depth_arch in ARCHITECTURES and cfg.mask_arch in ARCHITECTURES and not cfg.shared_encoder

@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -71,9 +72,13 @@ def test_progressive_stage_sizes_reach_the_model(tiny_dataset, tmp_path, monkeyp
     assert seen == [(32, 32), (64, 64)]
 
 
-def test_loss_decreases_on_a_fixed_set(tiny_dataset, tmp_path):
+FAST_PATHS = pytest.mark.parametrize("fast", [False, True], ids=["float32", "bf16-channels-last"])
+
+
+@FAST_PATHS
+def test_loss_decreases_on_a_fixed_set(tiny_dataset, tmp_path, fast):
     config = tiny_train_config(tiny_dataset, tmp_path / "run", schedule=((32, 4),), lr_schedule="constant")
-    final = train(config, fast_runtime(), **QUIET)
+    final = train(config, fast_runtime(amp=fast, channels_last=fast), **QUIET)
     rows = read_metrics(tmp_path / "run")[1:]
     losses = [r["train_loss"] for r in rows]
     assert all(b < a for a, b in zip(losses, losses[1:])), losses
@@ -105,11 +110,14 @@ class Crash(Exception):
     pass
 
 
-def test_resume_mid_epoch_is_exact(tiny_dataset, tmp_path, monkeypatch):
+@FAST_PATHS
+def test_resume_mid_epoch_is_exact(tiny_dataset, tmp_path, monkeypatch, fast):
     """A: 2 epochs straight. B: checkpointing after every step, crashes in its 3rd step (as if killed), then
-    resumed. Same weights, same optimizer state, same step count, same final validation."""
+    resumed. Same weights, same optimizer state, same step count, same final validation; in float32 and in
+    bf16 autocast with channels_last."""
     base = tiny_train_config(tiny_dataset, tmp_path / "A", schedule=((32, 2),), augment=True, seed=3)
-    train(base, fast_runtime(), **QUIET)
+    runtime = partial(fast_runtime, amp=fast, channels_last=fast)
+    train(base, runtime(), **QUIET)
 
     original = train_module._Trainer.train_step
 
@@ -122,11 +130,11 @@ def test_resume_mid_epoch_is_exact(tiny_dataset, tmp_path, monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr(train_module._Trainer, "train_step", crash_at_step_3)
         with pytest.raises(Crash):
-            train(b, fast_runtime(checkpoint_every_min=0), **QUIET)
+            train(b, runtime(checkpoint_every_min=0), **QUIET)
     crashed = _state(tmp_path / "B")["train_state"]
     assert crashed["epoch"] == 0 and crashed["epoch_step"] == 2 and crashed["step"] == 2
 
-    train(b, fast_runtime(resume=True), **QUIET)
+    train(b, runtime(resume=True), **QUIET)
     a_state, b_state = _state(tmp_path / "A"), _state(tmp_path / "B")
     assert a_state["train_state"]["step"] == b_state["train_state"]["step"] == 10
     assert a_state["train_state"]["epoch"] == b_state["train_state"]["epoch"] == 2

@@ -116,6 +116,9 @@ ERROR_CASES = [
     ("schedule-above-stored-size", "dm-train",  # a later stage too: refused before the first stage trains
      ["{data}", "-o", "{base}/r10b", *TRAIN_ARGS, "--schedule", "32:1,256:1"], ["--schedule", "256", "192"]),
     ("bad-width", "dm-train", ["{data}", "-o", "{base}/r11", "--width", "0"], ["width"]),
+    ("bad-mask-width", "dm-train", ["{data}", "-o", "{base}/r11b", "--mask-width", "-1"], ["--mask-width"]),
+    ("mask-width-with-shared-encoder", "dm-train", ["{data}", "-o", "{base}/r11c", "--shared-encoder",
+                                                    "--mask-width", "0.5"], ["--mask-width", "separate networks"]),
     ("shared-encoder-mismatch", "dm-train",
      ["{data}", "-o", "{base}/r12", "--shared-encoder", "--mask-arch", "autoencoder"], ["--shared-encoder"]),
     ("negative-workers", "dm-train", ["{data}", "-o", "{base}/r13", "--workers", "-1"], ["--workers"]),

@@ -59,11 +59,12 @@ def config_of(state: dict[str, Any], path: Path | str) -> TrainConfig:
 
 def describe_arch(m: ModelConfig) -> str:
     return f"depth {m.depth_arch} / mask {m.mask_arch}" + (" (shared encoder)" if m.shared_encoder else "") + \
-        (f" width {m.width:g}" if m.width != 1 else "")
+        (f" width {m.width:g}" if m.width != 1 else "") + \
+        (f" mask width {m.mask_net_width:g}" if m.mask_net_width != m.width else "")
 
 
 def _arch_key(m: ModelConfig) -> tuple:
-    return m.depth_arch, m.mask_arch, m.shared_encoder, m.width
+    return m.depth_arch, m.mask_arch, m.shared_encoder, m.width, m.mask_net_width
 
 
 def load_model_state(model: DepthMaskNet, state: dict[str, Any], path: Path | str) -> None:

@@ -28,6 +28,8 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 @click.option("--encoder-weights", type=click.Path(path_type=Path), default=None,
               help="Local state_dict file for the encoder(s) (e.g. torchvision ResNet weights).")
 @click.option("--width", type=float, default=1.0, help="Channel width multiplier of the networks.")
+@click.option("--mask-width", type=float, default=None,
+              help="Channel width multiplier of the mask network alone (separate networks).  [default: --width]")
 @click.option("--schedule", default="32:10,64:10",
               help="Progressive resizing: SIZE:EPOCHS stages, in order (the original: 32:10,64:10).")
 @click.option("--batch-size", type=int, default=32, help="Samples per batch (per process under torchrun).")
@@ -55,8 +57,10 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 @click.option("--workers", type=int, default=2, help="DataLoader worker processes.")
 @click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile the model.")
-@click.option("--amp/--no-amp", default=None, help="bf16 autocast.  [default: on with CUDA]")
-@click.option("--channels-last/--no-channels-last", default=None, help="channels_last memory.  [default: on with CUDA]")
+@click.option("--amp/--no-amp", default=None,
+              help="bf16 autocast.  [default: on with CUDA, and on a CPU with native bf16 (AVX512-BF16, AMX)]")
+@click.option("--channels-last/--no-channels-last", default=None,
+              help="channels_last memory.  [default: as --amp]")
 @click.option("--checkpoint-every-min", type=float, default=10.0,
               help="Also checkpoint within epochs this often (0: after every step).")
 @click.option("--resume", is_flag=True, help="Continue the run in --output where its last checkpoint left it.")
@@ -66,10 +70,10 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
 @user_errors
 def train_command(data: Path, output: Path, depth_arch: str, mask_arch: str, shared_encoder: bool,
-                  encoder_weights: Path | None, width: float, schedule: str, depth_loss: str, workers: int,
-                  device: str, use_compile: bool, amp: bool | None, channels_last: bool | None,
-                  checkpoint_every_min: float, resume: bool, overwrite: bool, init_from: Path | None,
-                  progress: bool, **options) -> None:
+                  encoder_weights: Path | None, width: float, mask_width: float | None, schedule: str,
+                  depth_loss: str, workers: int, device: str, use_compile: bool, amp: bool | None,
+                  channels_last: bool | None, checkpoint_every_min: float, resume: bool, overwrite: bool,
+                  init_from: Path | None, progress: bool, **options) -> None:
     """Train the depth and mask networks on the dataset in DATA (built by dm-build-lmdb).
 
     Under torchrun (e.g. torchrun --nproc-per-node 8 -m training.cli ...), every process trains on
@@ -87,13 +91,18 @@ def train_command(data: Path, output: Path, depth_arch: str, mask_arch: str, sha
     check_architecture(mask_arch, "--mask-arch")
     if not width > 0:
         raise DepthmaskError(f"--width: expected a number > 0, got {width}")
+    if mask_width is not None and not mask_width > 0:
+        raise DepthmaskError(f"--mask-width: expected a number > 0, got {mask_width}")
+    if shared_encoder and mask_width not in (None, width):
+        raise DepthmaskError("--mask-width: needs separate networks; with --shared-encoder both tasks use --width")
     if shared_encoder and depth_arch != mask_arch:
         raise DepthmaskError(f"--shared-encoder: needs the same --depth-arch and --mask-arch (one encoder, two "
                              f"heads), got {depth_arch} and {mask_arch}")
     loss_keys = ("w_depth", "w_mask", "w_l1", "w_ssim", "w_grad", "w_bce", "w_dice")
     try:
         model = ModelConfig(depth_arch=depth_arch, mask_arch=mask_arch, shared_encoder=shared_encoder,
-                            encoder_weights=str(encoder_weights) if encoder_weights else None, width=width)
+                            encoder_weights=str(encoder_weights) if encoder_weights else None, width=width,
+                            mask_width=mask_width)
         loss = LossConfig(depth_loss=depth_loss, **{k: options.pop(k) for k in loss_keys})
     except ValueError as exc:
         raise DepthmaskError(str(exc)) from None

@@ -33,6 +33,7 @@ from .data import AugmentConfig, BatchNormalizer, DepthMaskDataset, make_loader
 from .losses import total_loss
 from .metrics import SegDepthMetrics
 from .models import build_model, count_parameters
+from .precision import fast_path_default
 
 METRICS_NAME = "metrics.jsonl"
 CONFIG_NAME = "config.json"
@@ -45,8 +46,8 @@ class RuntimeOptions:
     workers: int = 2
     device: str = "auto"
     compile: bool = False
-    amp: bool | None = None  # bf16 autocast; None: on for CUDA
-    channels_last: bool | None = None  # None: on for CUDA
+    amp: bool | None = None  # bf16 autocast; None: precision.fast_path_default (CUDA, CPUs with native bf16)
+    channels_last: bool | None = None  # None: as amp
     checkpoint_every_min: float = 10.0  # 0: after every step
     progress: bool = True
     resume: bool = False
@@ -92,8 +93,9 @@ class _Trainer:
         self.out = Path(config.output)
         self.config, resume_state = self._prepare_run_folder(config)
         cuda = dist.device.type == "cuda"
-        self.amp = cuda if runtime.amp is None else runtime.amp
-        self.channels_last = cuda if runtime.channels_last is None else runtime.channels_last
+        fast = fast_path_default(dist.device)
+        self.amp = fast if runtime.amp is None else runtime.amp
+        self.channels_last = fast if runtime.channels_last is None else runtime.channels_last
         if not cuda:
             # denormal floats appear as weights settle and make CPU kernels many times slower
             torch.set_flush_denormal(True)

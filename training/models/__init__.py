@@ -52,6 +52,8 @@ class ModelConfig:
     width: channel multiplier (> 0). ResNet-based archs: decoder only. ``unet-small`` and ``autoencoder``: every
         layer (they have no pretrained-compatible encoder). ``width=0.25`` with ``unet-small`` gives a ~120k-param
         test model.
+    mask_width: the mask network's own multiplier (> 0); ``None``: ``width``. The mask is the easier task, so a
+        narrower mask network leaves compute to the depth network. Separate networks only.
     """
 
     depth_arch: str = "unet-small"
@@ -59,6 +61,11 @@ class ModelConfig:
     shared_encoder: bool = False
     encoder_weights: str | None = None
     width: float = 1.0
+    mask_width: float | None = None
+
+    @property
+    def mask_net_width(self) -> float:
+        return self.width if self.mask_width is None else self.mask_width
 
     def __post_init__(self) -> None:
         validate_config(self)
@@ -68,8 +75,12 @@ def validate_config(config: ModelConfig) -> None:
     """``ValueError`` for unknown architectures, an impossible ``shared_encoder`` or a non-positive width."""
     depth = get_arch(config.depth_arch)
     mask = get_arch(config.mask_arch)
-    if not (isinstance(config.width, (int, float)) and config.width > 0):
-        raise ValueError(f"width must be a positive number, got {config.width!r}")
+    for name in ("width", "mask_width"):
+        value = getattr(config, name)
+        if not (isinstance(value, (int, float)) and value > 0) and not (name == "mask_width" and value is None):
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if config.shared_encoder and config.mask_width not in (None, config.width):
+        raise ValueError("mask_width needs separate networks: with shared_encoder=True both tasks share one width")
     if config.shared_encoder:
         shareable = [name for name, spec in ARCHITECTURES.items() if spec.shareable]
         if not (depth.shareable and mask.shareable):
@@ -116,7 +127,7 @@ class DepthMaskNet(nn.Module):
             self.mask_decoder = mask_spec.build_decoder(channels, config.width)
         else:
             self.depth_net = TaskNet(depth_spec, config.width)
-            self.mask_net = TaskNet(mask_spec, config.width)
+            self.mask_net = TaskNet(mask_spec, config.mask_net_width)
         self.encoder_weights_loaded: tuple[str, ...] = ()
 
     def encoders(self) -> dict[str, nn.Module]:
