@@ -7,6 +7,11 @@ load on a shared machine), number of timed steps, device.
     python tools/bench_models.py                       # CPU, 2 threads, 64 and 224 px
     python tools/bench_models.py --device cuda         # GPU: bf16 autocast + channels_last
     python tools/bench_models.py --pairs unet-small,unet-resnet18 --sizes 64 --seconds 2
+    python tools/bench_models.py --precision both      # float32 and the fast path, and their ratio
+
+``--precision``: ``auto`` (default) measures what ``dm-train`` uses by default on the device
+(``training.precision.fast_path_default``: bf16 autocast + channels_last on CUDA and on CPUs with native bf16),
+``fp32``/``fast`` force one, ``both`` measures each pair both ways in one run and prints fast / fp32.
 
 ``--pairs`` takes ``depth[:mask][+shared]`` items separated by commas (``unet-resnet18+shared``,
 ``resnet50-upproj:autoencoder``). On CPU the heavy pairs (the originals and resnet34) are skipped at sizes
@@ -28,6 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from training.losses import LossConfig, total_loss  # noqa: E402
 from training.models import ModelConfig, build_model, count_parameters  # noqa: E402
+from training.precision import fast_path_default  # noqa: E402
 
 DEFAULT_PAIRS = (
     "unet-small",
@@ -118,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=1,
                    help="repeat the sweep and report each pair's best round (for noisy shared machines)")
     p.add_argument("--all-sizes", action="store_true", help="on CPU, also run the heavy pairs above 128 px")
-    p.add_argument("--no-amp", action="store_true", help="GPU: disable bf16 autocast")
-    p.add_argument("--no-channels-last", action="store_true", help="GPU: keep NCHW")
+    p.add_argument("--precision", choices=("auto", "fp32", "fast", "both"), default="auto",
+                   help="fast = bf16 autocast + channels_last; auto = dm-train's default on the device")
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
@@ -128,16 +134,17 @@ def main(argv: list[str] | None = None) -> int:
     gpu = device.type == "cuda"
     if gpu:
         torch.backends.cudnn.benchmark = True
-    amp = gpu and not args.no_amp
-    channels_last = gpu and not args.no_channels_last
+    fast_modes = {"auto": [fast_path_default(device)], "fp32": [False], "fast": [True], "both": [False, True]}
+    modes = fast_modes[args.precision]
     sizes = [int(s) for s in args.sizes.split(",") if s]
     configs = [parse_pair(item) for item in args.pairs.split(",") if item]
 
     desc = f"{device}" + (f" ({torch.get_num_threads()} threads)" if not gpu else f" {torch.cuda.get_device_name()}")
-    desc += ", bf16 autocast" if amp else ", fp32"
-    desc += ", channels_last" if channels_last else ""
+    desc += ", " + " vs ".join("bf16 autocast + channels_last" if fast else "fp32" for fast in modes)
     print(f"# train step = fwd + total_loss + bwd + AdamW; {desc}; torch {torch.__version__}")
-    header = f"{'arch (depth / mask)':<42} {'params':>9} {'px':>4} {'batch':>5} {'samples/s':>10} {'steps':>5}  device"
+    rate_cols = "".join(f" {'fast' if fast else 'fp32':>9}/s" for fast in modes) + (" {:>6}".format("ratio")
+                                                                                    if len(modes) == 2 else "")
+    header = f"{'arch (depth / mask)':<42} {'params':>9} {'px':>4} {'batch':>5}{rate_cols} {'steps':>5}  device"
     print(header)
     print("-" * len(header))
     jobs = []
@@ -148,19 +155,23 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             batch = args.batch or ((128 if size <= 64 else 32) if gpu else (16 if size <= 64 else 4))
             jobs.append((cfg, size, batch))
-    best: dict[int, Result] = {}
+    best: dict[tuple[int, bool], Result] = {}
     for round_ in range(args.rounds):
         for i, (cfg, size, batch) in enumerate(jobs):
-            r = bench(cfg, size, batch, device, args.seconds, amp, channels_last)
-            if args.rounds > 1:
-                print(f"  round {round_ + 1}: {r.pair} @{size}px: {r.samples_per_s:.1f} samples/s", file=sys.stderr,
-                      flush=True)
-            if i not in best or r.samples_per_s > best[i].samples_per_s:
-                best[i] = r
+            for fast in modes:  # interleaved, so both modes see the same machine load
+                r = bench(cfg, size, batch, device, args.seconds, amp=fast, channels_last=fast)
+                if args.rounds > 1:
+                    print(f"  round {round_ + 1}: {r.pair} @{size}px {'fast' if fast else 'fp32'}: "
+                          f"{r.samples_per_s:.1f} samples/s", file=sys.stderr, flush=True)
+                if (i, fast) not in best or r.samples_per_s > best[i, fast].samples_per_s:
+                    best[i, fast] = r
             if round_ == args.rounds - 1:
-                r = best[i]
-                print(f"{r.pair:<42} {r.params / 1e6:>8.2f}M {r.size:>4} {r.batch:>5} {r.samples_per_s:>10.1f} "
-                      f"{r.steps:>5}  {r.device}", flush=True)
+                rows = [best[i, fast] for fast in modes]
+                r = rows[0]
+                rates = "".join(f" {x.samples_per_s:>11.1f}" for x in rows)
+                ratio = f" {rows[1].samples_per_s / rows[0].samples_per_s:>5.2f}x" if len(rows) == 2 else ""
+                print(f"{r.pair:<42} {r.params / 1e6:>8.2f}M {r.size:>4} {r.batch:>5}{rates}{ratio} "
+                      f"{sum(x.steps for x in rows):>5}  {r.device}", flush=True)
     return 0
 
 
