@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     desc = f"{device}" + (f" ({torch.get_num_threads()} threads)" if not gpu else f" {torch.cuda.get_device_name()}")
     desc += ", " + " vs ".join("bf16 autocast + channels_last" if fast else "fp32" for fast in modes)
     print(f"# train step = fwd + total_loss + bwd + AdamW; {desc}; torch {torch.__version__}")
-    rate_cols = "".join(f" {'fast' if fast else 'fp32':>9}/s" for fast in modes) + (" {:>6}".format("ratio")
-                                                                                    if len(modes) == 2 else "")
+    rate_cols = "".join(f" {'fast' if fast else 'fp32':>9}/s" for fast in modes)
+    rate_cols += f" {'ratio':>6}" if len(modes) == 2 else ""
     header = f"{'arch (depth / mask)':<42} {'params':>9} {'px':>4} {'batch':>5}{rate_cols} {'steps':>5}  device"
     print(header)
     print("-" * len(header))

@@ -1,7 +1,7 @@
 """Whether a device gets the bf16-autocast + channels_last fast path when the user does not say.
 
 On CUDA it is always on. On CPU it pays only where the processor multiplies bf16 natively (AVX512-BF16 or
-AMX-BF16, which oneDNN uses for convolutions): there the default U-Net pair trains 2.2x faster at 64 px
+AMX-BF16, which oneDNN uses for convolutions): there the default U-Net pair trains about 2x faster
 (docs/benchmarks.md); elsewhere bf16 is emulated and slower than float32, so it stays off.
 """
 from __future__ import annotations

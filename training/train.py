@@ -8,7 +8,6 @@ TensorBoard scalars under tb/ when tensorboard is installed.
 from __future__ import annotations
 
 import gc
-
 import json
 import math
 import random

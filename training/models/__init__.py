@@ -75,9 +75,10 @@ def validate_config(config: ModelConfig) -> None:
     """``ValueError`` for unknown architectures, an impossible ``shared_encoder`` or a non-positive width."""
     depth = get_arch(config.depth_arch)
     mask = get_arch(config.mask_arch)
-    for name in ("width", "mask_width"):
-        value = getattr(config, name)
-        if not (isinstance(value, (int, float)) and value > 0) and not (name == "mask_width" and value is None):
+    widths = {"width": config.width} if config.mask_width is None else {"width": config.width,
+                                                                       "mask_width": config.mask_width}
+    for name, value in widths.items():
+        if not (isinstance(value, (int, float)) and value > 0):
             raise ValueError(f"{name} must be a positive number, got {value!r}")
     if config.shared_encoder and config.mask_width not in (None, config.width):
         raise ValueError("mask_width needs separate networks: with shared_encoder=True both tasks share one width")
