@@ -170,13 +170,15 @@ def trained_run(tiny_dataset, tmp_path_factory) -> Path:
     Read-only: tests that train further work on a copy."""
     import torch
 
+    from training.data import AugmentConfig
     from training.train import train
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         run = tmp_path_factory.mktemp("trained") / "run"
-        config = tiny_train_config(tiny_dataset, run, schedule=((32, 1), (64, 1)), epoch_samples=16, augment=True)
+        config = tiny_train_config(tiny_dataset, run, schedule=((32, 1), (64, 1)), epoch_samples=16,
+                                   augment=AugmentConfig(min_scale=0.8, max_rotation_deg=5.0))
         train(config, fast_runtime(), log=lambda m: None)
     finally:
         torch.set_num_threads(before)

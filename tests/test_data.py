@@ -113,7 +113,8 @@ def reference_sample(reader: DatasetReader, ds: DepthMaskDataset, epoch: int, po
 
 @pytest.mark.parametrize("rgb_decode", [True, False], ids=["imread-rgb", "bgr-fallback"])
 @pytest.mark.parametrize("size", [192, 100, 64])
-@pytest.mark.parametrize("augment", [None, AugmentConfig()], ids=["plain", "augmented"])
+@pytest.mark.parametrize("augment", [None, AugmentConfig(), AugmentConfig(min_scale=0.8, max_rotation_deg=5.0)],
+                         ids=["plain", "augmented", "crop-rotate"])
 def test_batch_path_equals_the_reference_decode(tiny_dataset, monkeypatch, rgb_decode, size, augment):
     """__getitems__ (RGB JPEG decode, cached RGB backgrounds, depth pasted into the batch) gives exactly the
     values of the reader's decode done the plain way, as uint8/uint16 and after normalisation; also with
@@ -151,6 +152,28 @@ def test_bad_sizes_and_empty_split_are_refused(tiny_dataset, tmp_path):
 
 
 # ---- augmentation ----------------------------------------------------------------------------------
+def test_augment_config_defaults_and_checks():
+    default = AugmentConfig()
+    assert (default.hflip, default.min_scale, default.max_rotation_deg) == (0.5, 1.0, 0.0)  # mirror only
+    for field, value in (("hflip", 1.5), ("min_scale", 0.0), ("min_scale", 1.2), ("max_rotation_deg", -1.0),
+                         ("max_rotation_deg", 90.0), ("brightness", 1.0), ("saturation", -0.1)):
+        with pytest.raises(ValueError, match=field):
+            AugmentConfig(**{field: value})
+
+
+def test_default_geometry_is_an_exact_mirror(tiny_dataset):
+    """Without crop or rotation the warp only mirrors: depth and mask keep their exact values."""
+    plain = DepthMaskDataset(tiny_dataset, "train", size=64)
+    aug = DepthMaskDataset(tiny_dataset, "train", size=64, augment=AugmentConfig(), seed=2)
+    mirrored = 0
+    for position in range(0, len(plain), 4):
+        a, b = plain[position], aug[(1, position)]
+        flipped = torch.equal(b["depth"], torch.flip(a["depth"], dims=[2]))
+        assert flipped or torch.equal(b["depth"], a["depth"]), position
+        assert torch.equal(b["mask"], torch.flip(a["mask"], dims=[2]) if flipped else a["mask"]), position
+        mirrored += flipped
+    assert 0 < mirrored < len(range(0, len(plain), 4))
+
 def test_mirror_moves_all_four_arrays_together(tiny_dataset):
     plain = DepthMaskDataset(tiny_dataset, "train", size=64)
     mirror = DepthMaskDataset(tiny_dataset, "train", size=64,
@@ -180,7 +203,7 @@ def test_photometry_changes_only_the_images(tiny_dataset):
 def test_augmentation_equals_the_manual_transform(tiny_dataset):
     """load() with augmentation == augment_matrix + warp_sample + photometric, in that order, from the rng
     seeded with (seed, epoch, sample index), applied to the unaugmented arrays."""
-    config = AugmentConfig()
+    config = AugmentConfig(min_scale=0.8, max_rotation_deg=5.0)
     plain = DepthMaskDataset(tiny_dataset, "train", size=64)
     aug = DepthMaskDataset(tiny_dataset, "train", size=64, augment=config, seed=7)
     for epoch, position in ((0, 0), (2, 9), (5, 33)):
@@ -198,7 +221,8 @@ def test_augmentation_equals_the_manual_transform(tiny_dataset):
 def test_augmented_mask_still_marks_where_the_object_is(tiny_dataset):
     """Independent of the implementation: after a random crop/rotation/flip/colour change, the mask is 1
     where fg_bg differs from bg and 0 where they agree, i.e. all four moved together."""
-    ds = DepthMaskDataset(tiny_dataset, "train", size=64, augment=AugmentConfig(hflip=0.5), seed=5)
+    ds = DepthMaskDataset(tiny_dataset, "train", size=64, augment=AugmentConfig(min_scale=0.8, max_rotation_deg=5.0),
+                          seed=5)
     plain = DepthMaskDataset(tiny_dataset, "train", size=64)
     moved = 0
     for position in range(0, len(ds), 3):

@@ -10,6 +10,7 @@ import torch
 from training.losses import (
     LossConfig,
     depth_loss,
+    depth_loss_parts,
     dice_score,
     gradient_loss,
     mask_loss,
@@ -30,6 +31,7 @@ def _rand(*shape, seed=0):
 def test_loss_config_defaults_are_densedepth():
     cfg = LossConfig()
     assert (cfg.depth_loss, cfg.w_l1, cfg.w_ssim, cfg.w_grad) == ("dense", 1.0, 1.0, 1.0)
+    assert cfg.w_l2 == 0.0  # the squared-error term is opt-in
     with pytest.raises(ValueError, match="depth_loss"):
         LossConfig(depth_loss="l2")
     with pytest.raises(ValueError, match="w_bce"):
@@ -69,6 +71,14 @@ def test_dense_depth_loss_values():
     only_l1 = LossConfig(w_l1=1.0, w_ssim=0.0, w_grad=0.0)
     assert depth_loss(t + 0.1, t, only_l1).item() == pytest.approx(0.1, abs=1e-6)
     assert gradient_loss(t + 0.1, t).item() == pytest.approx(0.0, abs=1e-6)
+    # the squared-error term: half the pixels off by 0.2, half exact -> MSE 0.02, L1 0.1
+    only_l2 = LossConfig(w_l1=0.0, w_ssim=0.0, w_grad=0.0, w_l2=3.0)
+    off = t.clone()
+    off[..., :16, :] += 0.2
+    parts = depth_loss_parts(off, t, only_l2)
+    assert parts["depth_l2"].item() == pytest.approx(0.02, rel=1e-4)
+    assert parts["depth_l1"].item() == pytest.approx(0.1, rel=1e-4)
+    assert parts["depth"].item() == pytest.approx(3.0 * 0.02, rel=1e-4)
     assert depth_loss((t * 0.8 + 0.1).clamp(0, 1), t).item() > 0
     pred = t.clone().requires_grad_()
     depth_loss((pred * 0.5), t).backward()
@@ -111,14 +121,15 @@ def test_mask_loss_perfect_logits_and_empty_masks():
 def test_total_loss_combines_weighted_parts():
     d, t = _rand(2, 1, 32, 32), _rand(2, 1, 32, 32, seed=1)
     logits, m = torch.randn(2, 1, 32, 32), (_rand(2, 1, 32, 32, seed=2) > 0.5).float()
-    cfg = LossConfig(w_depth=2.0, w_mask=0.5)
+    cfg = LossConfig(w_depth=2.0, w_mask=0.5, w_l2=4.0)
     loss, parts = total_loss(d, logits, t, m, cfg)
-    assert set(parts) == {"loss", "depth", "mask", "depth_l1", "depth_ssim", "depth_grad", "mask_bce", "mask_dice"}
+    assert set(parts) == {"loss", "depth", "mask", "depth_l1", "depth_ssim", "depth_grad", "depth_l2", "mask_bce",
+                          "mask_dice"}
     assert all(isinstance(v, float) for v in parts.values())
     assert parts["loss"] == pytest.approx(loss.item())
     assert loss.item() == pytest.approx(2.0 * parts["depth"] + 0.5 * parts["mask"], rel=1e-6)
     assert parts["depth"] == pytest.approx(
-        cfg.w_l1 * parts["depth_l1"] + parts["depth_ssim"] + parts["depth_grad"], rel=1e-6
+        cfg.w_l1 * parts["depth_l1"] + parts["depth_ssim"] + parts["depth_grad"] + 4.0 * parts["depth_l2"], rel=1e-6
     )
     # (B,H,W) targets are accepted; shape mismatches are not
     total_loss(d, logits, t[:, 0], m[:, 0], cfg)

@@ -21,6 +21,8 @@ import torch
 from conftest import (REPO, TINY_MODEL_ARGS, CliResult, assert_one_line_error, copy_dataset, fast_runtime, read_metrics,
                       tiny_train_config, train_env)
 from training.checkpoint import load_checkpoint, save_checkpoint
+from training.config import TrainConfig
+from training.data import AugmentConfig
 from training.models import ModelConfig, build_model
 
 TRAIN_ARGS = [*TINY_MODEL_ARGS, "--schedule", "32:1", "--batch-size", "8", "--workers", "0", "--device", "cpu",
@@ -121,6 +123,10 @@ ERROR_CASES = [
                                                     "--mask-width", "0.5"], ["--mask-width", "separate networks"]),
     ("shared-encoder-mismatch", "dm-train",
      ["{data}", "-o", "{base}/r12", "--shared-encoder", "--mask-arch", "autoencoder"], ["--shared-encoder"]),
+    ("augment-scale-above-1", "dm-train", ["{data}", "-o", "{base}/r12b", "--augment-scale", "1.5"],
+     ["--augment-scale", "(0, 1]"]),
+    ("negative-augment-rotation", "dm-train", ["{data}", "-o", "{base}/r12c", "--augment-rotation", "-2"],
+     ["--augment-rotation"]),
     ("negative-workers", "dm-train", ["{data}", "-o", "{base}/r13", "--workers", "-1"], ["--workers"]),
     ("bad-lr", "dm-train", ["{data}", "-o", "{base}/r14", "--lr", "0"], ["--lr"]),
     ("bad-optimizer", "dm-train", ["{data}", "-o", "{base}/r15", "--optimizer", "adam"], ["--optimizer"]),
@@ -144,7 +150,8 @@ if not torch.cuda.is_available():
                         ["no CUDA GPU"]))
 
 OK_CASES = [
-    ("train", "dm-train", ["{data}", "-o", "{base}/ok", *TRAIN_ARGS, "--epoch-samples", "8", "--val-samples", "2"]),
+    ("train", "dm-train", ["{data}", "-o", "{base}/ok", *TRAIN_ARGS, "--epoch-samples", "8", "--val-samples", "2",
+                           "--augment", "--augment-scale", "0.9", "--augment-rotation", "3"]),
     ("export", "dm-export-samples", ["{data}", "-o", "{base}/ok.png", "--checkpoint", "{base}/ok/last.pt", "-n", "2",
                                      "--size", "32", "--device", "cpu"]),
 ]
@@ -179,7 +186,11 @@ def test_successful_train_and_export(cli_results, cli_setup):
     run = cli_setup["base"] / "ok"
     rows = read_metrics(run)
     assert rows[0]["n_images"] == 2.0 and rows[1]["n_images"] == 2.0 and rows[1]["step"] == 1
-    assert json.loads((run / "config.json").read_text())["val_samples"] == 2
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["val_samples"] == 2
+    assert (saved["augment"]["min_scale"], saved["augment"]["max_rotation_deg"], saved["augment"]["hflip"]) == \
+        (0.9, 3.0, 0.5)
+    assert TrainConfig.from_dict(saved).augment == AugmentConfig(min_scale=0.9, max_rotation_deg=3.0)
     export = cli_results["export"]
     assert export.rc == 0 and export.stdout.strip() == f"wrote {cli_setup['base'] / 'ok.png'}", str(export)
     assert (cli_setup["base"] / "ok.png").stat().st_size > 0
@@ -233,3 +244,15 @@ def test_sigkill_then_resume_finishes_every_epoch(tiny_dataset, tmp_path):
     assert reference["config"]["model"] == final["config"]["model"]
     for key, value in reference["model"].items():
         assert torch.equal(value, final["model"][key]), key
+
+
+def test_augmentation_in_the_config_round_trips_and_reads_older_runs():
+    config = TrainConfig(data="d", output="o", augment=AugmentConfig(min_scale=0.7, max_rotation_deg=4.0))
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert TrainConfig(data="d", output="o", augment=True).augment == AugmentConfig()
+    assert TrainConfig(data="d", output="o", augment=False).augment is None
+    assert TrainConfig.from_dict(TrainConfig(data="d", output="o", augment=None).to_dict()).augment is None
+    # a run saved when the config held a bool resumes with the geometry it trained with then
+    legacy = {**config.to_dict(), "augment": True}
+    assert TrainConfig.from_dict(legacy).augment == AugmentConfig(min_scale=0.8, max_rotation_deg=5.0)
+    assert TrainConfig.from_dict({**config.to_dict(), "augment": False}).augment is None

@@ -9,6 +9,7 @@ import click
 from pipeline import DepthmaskError
 from pipeline.cli_support import OneLineCommand, user_errors
 
+from .data import AugmentConfig
 from .config import BEST_METRICS, LR_SCHEDULES, OPTIMIZERS, TrainConfig, check_architecture, parse_schedule
 from .losses import DEPTH_LOSSES, LossConfig
 from .models import ARCHITECTURES, ModelConfig
@@ -16,6 +17,7 @@ from .models import ARCHITECTURES, ModelConfig
 _DEFAULT_ARCH = ModelConfig().depth_arch
 _DEFAULT_MASK_ARCH = ModelConfig().mask_arch
 _LOSS = LossConfig()
+_AUGMENT = AugmentConfig()
 _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
 
@@ -47,9 +49,16 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 @click.option("--w-l1", type=float, default=_LOSS.w_l1, help="Depth: weight of L1.")
 @click.option("--w-ssim", type=float, default=_LOSS.w_ssim, help="Depth: weight of (1 - SSIM) / 2.")
 @click.option("--w-grad", type=float, default=_LOSS.w_grad, help="Depth: weight of the image-gradient term.")
+@click.option("--w-l2", type=float, default=_LOSS.w_l2, help="Depth: weight of the squared error (MSE).")
 @click.option("--w-bce", type=float, default=_LOSS.w_bce, help="Mask: weight of BCE.")
 @click.option("--w-dice", type=float, default=_LOSS.w_dice, help="Mask: weight of 1 - Dice.")
-@click.option("--augment/--no-augment", default=True, help="Joint geometric + photometric augmentation of train.")
+@click.option("--augment/--no-augment", default=True,
+              help="Augment the train split: mirror, brightness/contrast/saturation, and the options below.")
+@click.option("--augment-scale", type=float, default=_AUGMENT.min_scale,
+              help="Smallest random crop side as a fraction of the image (1: no crop/zoom; crop and rotation "
+                   "move the horizon, which costs depth accuracy: docs/benchmarks.md).")
+@click.option("--augment-rotation", type=float, default=_AUGMENT.max_rotation_deg,
+              help="Largest random rotation in degrees (0: none).")
 @click.option("--seed", type=int, default=0, help="Seed of initialisation, data order and augmentation.")
 @click.option("--best-metric", type=click.Choice(list(BEST_METRICS)), default="val_loss",
               help="Validation metric that picks best.pt.")
@@ -73,7 +82,8 @@ def train_command(data: Path, output: Path, depth_arch: str, mask_arch: str, sha
                   encoder_weights: Path | None, width: float, mask_width: float | None, schedule: str,
                   depth_loss: str, workers: int, device: str, use_compile: bool, amp: bool | None,
                   channels_last: bool | None, checkpoint_every_min: float, resume: bool, overwrite: bool,
-                  init_from: Path | None, progress: bool, **options) -> None:
+                  init_from: Path | None, progress: bool, augment: bool, augment_scale: float,
+                  augment_rotation: float, **options) -> None:
     """Train the depth and mask networks on the dataset in DATA (built by dm-build-lmdb).
 
     Under torchrun (e.g. torchrun --nproc-per-node 8 -m training.cli ...), every process trains on
@@ -98,7 +108,11 @@ def train_command(data: Path, output: Path, depth_arch: str, mask_arch: str, sha
     if shared_encoder and depth_arch != mask_arch:
         raise DepthmaskError(f"--shared-encoder: needs the same --depth-arch and --mask-arch (one encoder, two "
                              f"heads), got {depth_arch} and {mask_arch}")
-    loss_keys = ("w_depth", "w_mask", "w_l1", "w_ssim", "w_grad", "w_bce", "w_dice")
+    if not 0 < augment_scale <= 1:
+        raise DepthmaskError(f"--augment-scale: expected a number in (0, 1], got {augment_scale}")
+    if not 0 <= augment_rotation <= 45:
+        raise DepthmaskError(f"--augment-rotation: expected degrees in [0, 45], got {augment_rotation}")
+    loss_keys = ("w_depth", "w_mask", "w_l1", "w_ssim", "w_grad", "w_l2", "w_bce", "w_dice")
     try:
         model = ModelConfig(depth_arch=depth_arch, mask_arch=mask_arch, shared_encoder=shared_encoder,
                             encoder_weights=str(encoder_weights) if encoder_weights else None, width=width,
@@ -106,7 +120,8 @@ def train_command(data: Path, output: Path, depth_arch: str, mask_arch: str, sha
         loss = LossConfig(depth_loss=depth_loss, **{k: options.pop(k) for k in loss_keys})
     except ValueError as exc:
         raise DepthmaskError(str(exc)) from None
-    config = TrainConfig(data=str(data), output=str(output), model=model, loss=loss,
+    augmentation = AugmentConfig(min_scale=augment_scale, max_rotation_deg=augment_rotation) if augment else None
+    config = TrainConfig(data=str(data), output=str(output), model=model, loss=loss, augment=augmentation,
                          schedule=parse_schedule(schedule), **options)
     runtime = RuntimeOptions(workers=workers, device=device, compile=use_compile, amp=amp, channels_last=channels_last,
                              checkpoint_every_min=checkpoint_every_min, progress=progress, resume=resume,

@@ -8,6 +8,7 @@ from typing import Any
 
 from pipeline import DepthmaskError
 
+from .data import AugmentConfig
 from .losses import LossConfig
 from .models import ARCHITECTURES, ModelConfig
 
@@ -50,13 +51,16 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     lr_schedule: str = "onecycle"
-    augment: bool = True
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig)  # None: no augmentation; True/False
+    # are accepted and become AugmentConfig() / None
     seed: int = 0
     best_metric: str = "val_loss"
     time_limit_min: float | None = None  # stop (with a checkpoint and a validation) after this long;
     # the learning-rate schedule then runs on whichever comes first, steps or time
 
     def __post_init__(self) -> None:
+        if isinstance(self.augment, bool):
+            object.__setattr__(self, "augment", AugmentConfig() if self.augment else None)
         checks = [
             ("--batch-size", self.batch_size, _pos_int(self.batch_size), "a whole number >= 1"),
             ("--epoch-samples", self.epoch_samples, self.epoch_samples is None or _pos_int(self.epoch_samples),
@@ -100,6 +104,10 @@ class TrainConfig:
         data = dict(data)
         data["model"] = ModelConfig(**data["model"])
         data["loss"] = LossConfig(**data["loss"])
+        if isinstance(data.get("augment"), dict):
+            data["augment"] = AugmentConfig(**data["augment"])
+        elif data.get("augment") is True:  # a run from before augmentation was configurable: its geometry then
+            data["augment"] = AugmentConfig(min_scale=0.8, max_rotation_deg=5.0)
         data["schedule"] = tuple(tuple(s) for s in data["schedule"])
         return cls(**data)
 

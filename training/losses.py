@@ -4,8 +4,9 @@ Everything is computed in float32 with autocast disabled inside, so the losses a
 autocast; the Dice term is smoothed so empty masks give finite values (empty target + empty prediction -> 0).
 
 DenseDepth (Alhashim & Wonka 2018) loss: ``w_l1 * L1 + 1.0 * clip((1 - SSIM) / 2, 0, 1) + 1.0 * L1(image
-gradients)``. DenseDepth weighs L1 by 0.1; the default here is 1.0, measured better on the metric that
-matters (held-out depth RMSE after 20 CPU minutes: 0.0528 vs 0.0572, docs/benchmarks.md).
+gradients)``, plus an optional ``w_l2 * MSE`` (off by default). DenseDepth weighs L1 by 0.1; the default
+here is 1.0, measured better on the metric that matters (held-out depth RMSE after 20 CPU minutes: 0.0528
+vs 0.0572, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ DEPTH_LOSSES = ("dense", "cosine")
 class LossConfig:
     """Loss weights.
 
-    depth_loss: ``"dense"`` = ``w_l1 * L1 + w_ssim * (1 - SSIM) / 2 + w_grad * gradient-L1`` (DenseDepth);
+    depth_loss: ``"dense"`` = ``w_l1 * L1 + w_ssim * (1 - SSIM) / 2 + w_grad * gradient-L1 + w_l2 * MSE`` (DenseDepth,
+        plus a squared-error term: L1 pulls an ambiguous pixel to the median of what it could be, MSE to the mean,
+        which is what minimises RMSE);
         ``"cosine"`` = ``1 - cos(pred, target)`` over each flattened sample, averaged (the original project's).
     w_bce, w_dice: mask loss = ``w_bce * BCEWithLogits + w_dice * (1 - soft Dice)``.
     w_depth, w_mask: task weights in :func:`total_loss`.
@@ -50,6 +53,7 @@ class LossConfig:
     w_l1: float = 1.0  # DenseDepth's 0.1 gave a worse held-out RMSE here (docs/benchmarks.md)
     w_ssim: float = 1.0
     w_grad: float = 1.0
+    w_l2: float = 0.0
     w_bce: float = 1.0
     w_dice: float = 1.0
     w_depth: float = 1.0
@@ -60,7 +64,7 @@ class LossConfig:
     def __post_init__(self) -> None:
         if self.depth_loss not in DEPTH_LOSSES:
             raise ValueError(f"unknown depth_loss {self.depth_loss!r}; valid: {', '.join(DEPTH_LOSSES)}")
-        for name in ("w_l1", "w_ssim", "w_grad", "w_bce", "w_dice", "w_depth", "w_mask", "dice_smooth"):
+        for name in ("w_l1", "w_ssim", "w_grad", "w_l2", "w_bce", "w_dice", "w_depth", "w_mask", "dice_smooth"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -150,19 +154,21 @@ def gradient_loss(pred: Tensor, target: Tensor) -> Tensor:
 
 
 def depth_loss_parts(pred: Tensor, target: Tensor, config: LossConfig = LossConfig()) -> dict[str, Tensor]:
-    """Weighted depth loss (``"depth"``) and its unweighted parts (``depth_l1``/``depth_ssim``/``depth_grad`` or
-    ``depth_cosine``), all float32 scalars."""
+    """Weighted depth loss (``"depth"``) and its unweighted parts (``depth_l1``/``depth_ssim``/``depth_grad``/
+    ``depth_l2`` or ``depth_cosine``), all float32 scalars."""
     with _no_autocast(pred):
         p, t = _pair(pred, target, ("depth_pred", "depth_true"))
         if config.depth_loss == "cosine":
             cos = F.cosine_similarity(p.flatten(1), t.flatten(1), dim=1, eps=1e-8)
             part = (1.0 - cos).mean()
             return {"depth": part, "depth_cosine": part}
-        l1 = (p - t).abs().mean()
+        diff = p - t
+        l1 = diff.abs().mean()
+        l2 = diff.square().mean()
         ssim_term = ((1.0 - ssim(p, t, window=config.ssim_window)) / 2).clamp(0.0, 1.0)
         grad = gradient_loss(p, t)
-        total = config.w_l1 * l1 + config.w_ssim * ssim_term + config.w_grad * grad
-        return {"depth": total, "depth_l1": l1, "depth_ssim": ssim_term, "depth_grad": grad}
+        total = config.w_l1 * l1 + config.w_ssim * ssim_term + config.w_grad * grad + config.w_l2 * l2
+        return {"depth": total, "depth_l1": l1, "depth_ssim": ssim_term, "depth_grad": grad, "depth_l2": l2}
 
 
 def depth_loss(pred: Tensor, target: Tensor, config: LossConfig = LossConfig()) -> Tensor:
@@ -205,7 +211,8 @@ def total_loss(
     """``w_depth * depth_loss + w_mask * mask_loss`` and its parts as floats for logging.
 
     Keys: ``loss``, ``depth``, ``mask``, ``mask_bce``, ``mask_dice`` and ``depth_l1``, ``depth_ssim``,
-    ``depth_grad`` (dense) or ``depth_cosine`` (cosine). The floats come from one device->host copy per call.
+    ``depth_grad``, ``depth_l2`` (dense) or ``depth_cosine`` (cosine). The floats come from one device->host
+    copy per call.
     """
     d = depth_loss_parts(depth_pred, depth_true, config)
     m = mask_loss_parts(mask_logits, mask_true, config)

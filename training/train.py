@@ -28,7 +28,7 @@ from pipeline.format import write_json_atomic
 from . import distributed as dist_utils
 from .checkpoint import BEST_NAME, LAST_NAME, config_of, describe_arch, load_checkpoint, load_model_state, save_checkpoint
 from .config import BEST_METRICS, TrainConfig
-from .data import AugmentConfig, BatchNormalizer, DepthMaskDataset, make_loader
+from .data import BatchNormalizer, DepthMaskDataset, make_loader
 from .losses import total_loss
 from .metrics import SegDepthMetrics
 from .models import build_model, count_parameters
@@ -105,7 +105,7 @@ class _Trainer:
         self._seed_everything(self.config.seed)
         self._check_schedule()
         self.train_set = DepthMaskDataset(self.config.data, "train", size=self.config.size_at(0),
-                                          augment=AugmentConfig() if self.config.augment else None,
+                                          augment=self.config.augment,
                                           seed=self.config.seed)
         self.val_set = DepthMaskDataset(self.config.data, "val", size=self.config.size_at(0))
         self._check_batch_size()
