@@ -28,8 +28,8 @@ from .errors import DepthmaskError
 from .procs import worker_context
 from .folder import BuildLock, foreign_entries, prepare_output_folder, remove_dataset, remove_part_locks
 from .format import (BACKGROUNDS_NAME, BUILD_STATE_NAME, FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, SHARDS_DIR,
-                     encode_key, pack_record, payload_crc32, read_json, shard_path, shard_sidecar_path,
-                     write_json_atomic)
+                     encode_key, pack_record, payload_crc32, read_json, remove_stale_json_tmp, shard_path,
+                     shard_sidecar_path, write_json_atomic)
 from .plan import SPLIT_NAMES, SamplePlan, make_split, placements
 from .shards import (DEFAULT_MAP_SIZE, ShardHasher, ShardWriter, close_readonly, iterate_records, remove_lmdb_file,
                      remove_stale_tmp)
@@ -413,6 +413,8 @@ def build_dataset(options: BuildOptions, *, progress: bool = True,
         manifest = _merge_manifest(root, options, plan, split, codecs, assets, asset_description, ranges)
         write_json_atomic(root / MANIFEST_NAME, manifest)
         (root / BUILD_STATE_NAME).unlink(missing_ok=True)
+        for name in (MANIFEST_NAME, BUILD_STATE_NAME):  # of builds killed while writing them
+            remove_stale_json_tmp(root / name)
         lock.release(remove=True)
         remove_part_locks(root)
         seconds = time.perf_counter() - started
@@ -540,6 +542,7 @@ def _shards_to_build(root: Path, ranges: list[tuple[int, int]], options: BuildOp
             remove_stale_tmp(final)
             remove_lmdb_file(final)
             sidecar.unlink(missing_ok=True)
+            remove_stale_json_tmp(sidecar)  # a worker killed while writing it
         todo.append((shard_id, start, stop))
     return todo
 

@@ -74,7 +74,7 @@ def shard_sidecar_path(root: Path, shard_id: int) -> Path:
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write to a temporary name in the same folder, fsync, then rename over the target."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # as remove_stale_json_tmp expects
     data = json.dumps(obj, indent=1, sort_keys=True).encode()
     with open(tmp, "wb") as handle:
         handle.write(data)
@@ -82,6 +82,13 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def remove_stale_json_tmp(path: Path) -> None:
+    """Temporaries of `write_json_atomic(path, ...)` left by a process killed before its rename."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        stale.unlink(missing_ok=True)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -87,6 +87,23 @@ def interrupted(tmp_path_factory) -> Path:
     return out
 
 
+def test_resume_removes_temporaries_of_processes_killed_while_writing_json(interrupted, reference, tmp_path):
+    """A worker killed between writing a sidecar's temporary and renaming it, and a parent killed while
+    writing build.json or the manifest, leave `.NAME.tmp-PID` files: the resumed build removes them."""
+    out = copy_dataset(interrupted, tmp_path / "data")
+    last = _sidecars(out)[-1]
+    last.unlink()  # its shard is rebuilt, as after a kill before the rename
+    planted = [last.with_name(f".{last.name}.tmp-999999"), out / ".build.json.tmp-999998",
+               out / ".manifest.json.tmp-999997"]
+    for path in planted:
+        path.write_text("{")
+    result = run_cli("dm-build-lmdb", out, *RESUME_ARGS, "--workers", "2")
+    assert result.rc == 0, str(result)
+    assert shard_hashes(read_manifest_json(out)) == shard_hashes(reference)
+    assert [p.name for p in planted if p.exists()] == []
+    assert not [p.name for p in out.rglob("*") if ".tmp" in p.name]
+
+
 def test_sigkill_then_resume_gives_identical_shards(interrupted, reference, tmp_path):
     out = copy_dataset(interrupted, tmp_path / "data")
     done_before = {p.name: p.read_bytes() for p in _sidecars(out)}
