@@ -174,6 +174,34 @@ def test_default_geometry_is_an_exact_mirror(tiny_dataset):
         mirrored += flipped
     assert 0 < mirrored < len(range(0, len(plain), 4))
 
+
+@pytest.mark.parametrize("size", [64, 100, 224])
+@pytest.mark.parametrize("hflip", [0.0, 1.0], ids=["identity", "mirror"])
+def test_mirror_shortcut_equals_the_warp(size, hflip):
+    """The identity and mirror maps of the default geometry are copied/flipped instead of warped: the values
+    are the warp's, with and without `out` buffers (views into a batch, as the batch path passes)."""
+    rng = np.random.default_rng(size)
+    image = (size, size, 3)
+    arrays = (rng.integers(0, 256, image, dtype=np.uint8), rng.integers(0, 256, image, dtype=np.uint8),
+              rng.integers(0, 2, image[:2], dtype=np.uint8), rng.integers(0, 65536, image[:2], dtype=np.uint16))
+    m = augment_matrix(np.random.default_rng(0), size, AugmentConfig(hflip=hflip))
+    flags = [cv2.INTER_LINEAR, cv2.INTER_LINEAR, cv2.INTER_NEAREST, cv2.INTER_NEAREST]
+    warped = [cv2.warpAffine(a, m, (size, size), flags=f | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT_101)
+              for a, f in zip(arrays, flags)]
+    assert np.array_equal(warped[3], arrays[3][:, ::-1] if hflip else arrays[3])
+    batches = [np.zeros((2, *a.shape), a.dtype) for a in arrays]
+    in_place = warp_sample(m, *arrays, size, out=[b[1] for b in batches])
+    for got, view, batch, want in zip(warp_sample(m, *arrays, size), in_place, batches, warped):
+        assert np.array_equal(got, want) and np.array_equal(batch[1], want) and not batch[0].any()
+        assert np.shares_memory(view, batch)
+    # any other map still warps
+    shifted = m.copy()
+    shifted[0, 2] += 1
+    assert np.array_equal(warp_sample(shifted, *arrays, size)[3], cv2.warpAffine(
+        arrays[3], shifted, (size, size), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REFLECT_101))
+
+
 def test_mirror_moves_all_four_arrays_together(tiny_dataset):
     plain = DepthMaskDataset(tiny_dataset, "train", size=64)
     mirror = DepthMaskDataset(tiny_dataset, "train", size=64,

@@ -137,15 +137,40 @@ def augment_matrix(rng: np.random.Generator, size: int, config: AugmentConfig) -
     return m
 
 
+def _pixel_exact_mirror(m: np.ndarray, size: int) -> bool | None:
+    """True if the 2x3 map `m` is exactly the left-right mirror of a size x size image, False if exactly the
+    identity, None for any other map."""
+    if m[0, 1] != 0 or m[1, 0] != 0 or m[1, 1] != 1 or m[1, 2] != 0:
+        return None
+    if m[0, 0] == 1 and m[0, 2] == 0:
+        return False
+    if m[0, 0] == -1 and m[0, 2] == size - 1:
+        return True
+    return None
+
+
 def warp_sample(m: np.ndarray, bg, fg_bg, mask, depth, size: int,
                 out: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
     """Apply one geometric transform to all four arrays: linear for images, nearest for mask and
     depth (no invented in-between depths at object edges, and the mask stays binary). `out`: four
-    arrays to write into (size x size, the inputs' types)."""
+    arrays to write into (size x size, the inputs' types).
+
+    The map of the default augmentation (no crop, no rotation) is the identity or a mirror: then the
+    arrays are copied or flipped, the same values as the warp's at ~1/25 of its cost."""
+    arrays = (bg, fg_bg, mask, depth)
+    dst = out if out is not None else (None,) * 4
+    mirror = _pixel_exact_mirror(m, size)
+    if mirror is not None and all(a.shape[:2] == (size, size) for a in arrays):
+        if mirror:
+            return tuple(cv2.flip(a, 1, dst=d) for a, d in zip(arrays, dst))
+        if out is None:
+            return tuple(a.copy() for a in arrays)
+        for a, d in zip(arrays, out):
+            np.copyto(d, a)
+        return tuple(out)
     flags_img = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     flags_nn = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
     border = cv2.BORDER_REFLECT_101
-    dst = out if out is not None else (None,) * 4
     return (cv2.warpAffine(bg, m, (size, size), dst=dst[0], flags=flags_img, borderMode=border),
             cv2.warpAffine(fg_bg, m, (size, size), dst=dst[1], flags=flags_img, borderMode=border),
             cv2.warpAffine(mask, m, (size, size), dst=dst[2], flags=flags_nn, borderMode=border),
