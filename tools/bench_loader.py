@@ -2,7 +2,8 @@
 
     python tools/bench_loader.py DATASET [--samples 8000] [--workers 2] [--size 224]
 
-Ours: `DepthMaskDataset` (validation transform, and the training augmentation) through `make_loader`:
+Ours: `DepthMaskDataset` (validation transform, the default training augmentation, and the same with
+crop + rotation, which must warp) through `make_loader`:
 workers fetch whole batches from the shards and send uint8/uint16 tensors, which is what a GPU run
 copies to the device and normalises there; one row adds the normalisation to float on the CPU in
 the consuming process (`BatchNormalizer`), as a CPU run does.
@@ -93,7 +94,9 @@ def main() -> None:
     for label, augment, normalise in (
             ("depthmask LMDB, val transform", None, False),
             ("  + normalised to float in the main process", None, True),
-            ("depthmask LMDB, train augmentation", AugmentConfig(), False)):
+            ("depthmask LMDB, train augmentation (default: mirror)", AugmentConfig(), False),
+            ("  the same with crop 0.8 + rotation 5 (warped)", AugmentConfig(min_scale=0.8, max_rotation_deg=5.0),
+             False)):
         dataset = DepthMaskDataset(args.dataset, "train", size=args.size, augment=augment)
         loader = make_loader(dataset, batch_size=args.batch_size, shuffle=True, workers=args.workers)
         loader.sampler.limit = args.samples
@@ -111,9 +114,9 @@ def main() -> None:
         base = timed(loader, lambda b: b["bg"].shape[0], args.passes)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print(f"  {'baseline: JPG/PNG folders, PIL, per-sample':40s} {base:8.0f} samples/s")
+    print(f"  {'baseline: JPG/PNG folders, PIL, per-sample':52s} {base:8.0f} samples/s")
     for label, rate in rows:
-        print(f"  {label:40s} {rate:8.0f} samples/s   {rate / base:.2f}x baseline")
+        print(f"  {label:52s} {rate:8.0f} samples/s   {rate / base:.2f}x baseline")
 
 
 if __name__ == "__main__":
