@@ -18,6 +18,7 @@ _DEFAULT_ARCH = ModelConfig().depth_arch
 _DEFAULT_MASK_ARCH = ModelConfig().mask_arch
 _LOSS = LossConfig()
 _AUGMENT = AugmentConfig()
+_AUGMENT_OPTIONS = {"min_scale": "--augment-scale", "max_rotation_deg": "--augment-rotation"}
 _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
 
@@ -108,10 +109,6 @@ def train_command(data: Path, output: Path, depth_arch: str, mask_arch: str, sha
     if shared_encoder and depth_arch != mask_arch:
         raise DepthmaskError(f"--shared-encoder: needs the same --depth-arch and --mask-arch (one encoder, two "
                              f"heads), got {depth_arch} and {mask_arch}")
-    if not 0 < augment_scale <= 1:
-        raise DepthmaskError(f"--augment-scale: expected a number in (0, 1], got {augment_scale}")
-    if not 0 <= augment_rotation <= 45:
-        raise DepthmaskError(f"--augment-rotation: expected degrees in [0, 45], got {augment_rotation}")
     loss_keys = ("w_depth", "w_mask", "w_l1", "w_ssim", "w_grad", "w_l2", "w_bce", "w_dice")
     try:
         model = ModelConfig(depth_arch=depth_arch, mask_arch=mask_arch, shared_encoder=shared_encoder,
@@ -120,7 +117,12 @@ def train_command(data: Path, output: Path, depth_arch: str, mask_arch: str, sha
         loss = LossConfig(depth_loss=depth_loss, **{k: options.pop(k) for k in loss_keys})
     except ValueError as exc:
         raise DepthmaskError(str(exc)) from None
-    augmentation = AugmentConfig(min_scale=augment_scale, max_rotation_deg=augment_rotation) if augment else None
+    try:  # checked also with --no-augment: a nonsense value is a mistake either way
+        geometry = AugmentConfig(min_scale=augment_scale, max_rotation_deg=augment_rotation)
+    except ValueError as exc:  # "min_scale must be ..." -> "--augment-scale must be ..."
+        field, _, rest = str(exc).partition(" ")
+        raise DepthmaskError(f"{_AUGMENT_OPTIONS.get(field, field)}: {rest}") from None
+    augmentation = geometry if augment else None
     config = TrainConfig(data=str(data), output=str(output), model=model, loss=loss, augment=augmentation,
                          schedule=parse_schedule(schedule), **options)
     runtime = RuntimeOptions(workers=workers, device=device, compile=use_compile, amp=amp, channels_last=channels_last,
