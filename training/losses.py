@@ -39,9 +39,10 @@ DEPTH_LOSSES = ("dense", "cosine")
 class LossConfig:
     """Loss weights.
 
-    depth_loss: ``"dense"`` = ``w_l1 * L1 + w_ssim * (1 - SSIM) / 2 + w_grad * gradient-L1 + w_l2 * MSE`` (DenseDepth,
-        plus a squared-error term: L1 pulls an ambiguous pixel to the median of what it could be, MSE to the mean,
-        which is what minimises RMSE);
+    depth_loss: ``"dense"`` = ``w_l1 * L1 + w_ssim * (1 - SSIM) / 2 + w_grad * gradient-L1 + w_l2 * MSE``
+        (DenseDepth, plus a squared-error term: L1 pulls an ambiguous pixel to the median of what it could be,
+        MSE to the mean, which minimises RMSE in theory; measured at ``w_l2=10`` it did not help, so it is off
+        by default, docs/benchmarks.md);
         ``"cosine"`` = ``1 - cos(pred, target)`` over each flattened sample, averaged (the original project's).
     w_bce, w_dice: mask loss = ``w_bce * BCEWithLogits + w_dice * (1 - soft Dice)``.
     w_depth, w_mask: task weights in :func:`total_loss`.
