@@ -22,11 +22,12 @@ from typing import Any, Callable
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from pipeline import DatasetReader, DepthmaskError
+from pipeline import DatasetReader, DepthmaskError, __version__
 from pipeline.format import write_json_atomic
 
 from . import distributed as dist_utils
-from .checkpoint import BEST_NAME, LAST_NAME, config_of, describe_arch, load_checkpoint, load_model_state, save_checkpoint
+from .checkpoint import (BEST_NAME, KIND_RESUME, LAST_NAME, config_of, dataset_info, describe_arch, load_checkpoint,
+                         load_model_state, normalization_from_stats, save_checkpoint, shipped_state)
 from .config import BEST_METRICS, TrainConfig
 from .data import BatchNormalizer, DepthMaskDataset, make_loader
 from .losses import total_loss
@@ -244,6 +245,10 @@ class _Trainer:
     # ---- checkpoints -------------------------------------------------------------------------
     def _checkpoint_state(self) -> dict[str, Any]:
         return {
+            "kind": KIND_RESUME,
+            "created_by": f"depthmask {__version__}",
+            "normalization": normalization_from_stats(self.train_set.stats()),
+            "dataset": dataset_info(self.train_set.reader),
             "config": self.config.to_dict(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -257,7 +262,8 @@ class _Trainer:
         if self.dist.is_main:
             self.state.elapsed_s += time.monotonic() - self.started
             self.started = time.monotonic()
-            save_checkpoint(self.out / name, self._checkpoint_state())
+            state = self._checkpoint_state()
+            save_checkpoint(self.out / name, shipped_state(state) if name == BEST_NAME else state)
         self.last_checkpoint = time.monotonic()
 
     def _restore(self, state: dict[str, Any]) -> None:
