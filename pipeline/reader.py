@@ -6,6 +6,7 @@ and is therefore safe to hand to DataLoader workers under fork, spawn or forkser
 from __future__ import annotations
 
 import bisect
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +15,23 @@ import numpy as np
 
 from .codecs import DecodeError, codecs_from_manifest
 from .errors import DepthmaskError
-from .format import BACKGROUNDS_NAME, encode_key, read_manifest, unpack_record
+from .format import (BACKGROUND_RECORD, MANIFEST_NAME, RecordError, encode_key, manifest_identity, read_manifest,
+                     unpack_record)
 from .plan import SPLIT_NAMES, SamplePlan, Split
-from .shards import open_readonly
+from .shards import open_checked, open_readonly
 
 
 class DatasetReader:
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.manifest = read_manifest(self.root)
+        self.manifest = read_manifest(self.root)  # paths and keys checked before anything is opened
+        self.identity = manifest_identity(self.root)
         self.codecs = codecs_from_manifest(self.manifest["fields"])
         self.shards = self.manifest["shards"]
         self._starts = [s["start"] for s in self.shards]
         self._backgrounds: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self._opened: set[str] = set()  # files checked and opened by process _opened_pid
+        self._opened_pid = os.getpid()
 
     def __len__(self) -> int:
         return int(self.manifest["sample_count"])
@@ -34,6 +39,8 @@ class DatasetReader:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_backgrounds"] = None  # decoded again, once, in each process
+        state["_opened"] = set()  # and each file checked again when the process first opens it
+        state["_opened_pid"] = None
         return state
 
     @property
@@ -41,15 +48,39 @@ class DatasetReader:
         h, w = self.manifest["image_size"]
         return int(h), int(w)
 
+    def check_unchanged(self) -> None:
+        """Stop if the dataset was replaced or removed since this reader was made: its files would then
+        belong to another dataset than the manifest (and the statistics) this reader holds."""
+        if manifest_identity(self.root) != self.identity:
+            raise DepthmaskError(f"{self.root}: the dataset changed while it was being read ({MANIFEST_NAME} was "
+                                 "replaced or removed, e.g. by dm-build-lmdb --overwrite); start again on the "
+                                 "dataset as it is now")
+
+    def _open(self, entry: dict[str, Any]) -> lmdb.Environment:
+        """A dataset file, opened once per process: the dataset's identity and the file's size are checked first."""
+        path = self.root / entry["path"]
+        if self._opened_pid != os.getpid():  # a forked worker inherits the set, not the open files
+            self._opened, self._opened_pid = set(), os.getpid()
+        if entry["path"] not in self._opened:
+            self.check_unchanged()
+            env = open_checked(path, entry["bytes"])
+            self._opened.add(entry["path"])
+            return env
+        return open_readonly(path)
+
     def shard_of(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(f"sample {index} is outside 0..{len(self) - 1}")
         return self.shards[bisect.bisect_right(self._starts, index) - 1]
 
+    def where(self, index: int) -> str:
+        """How messages name a sample: its shard file and key."""
+        return f"{self.root / self.shard_of(index)['path']} key {index}"
+
     def raw(self, index: int) -> bytes:
         shard = self.shard_of(index)
         path = self.root / shard["path"]
-        env = open_readonly(path)
+        env = self._open(shard)
         try:
             with env.begin(buffers=False) as txn:
                 value = txn.get(encode_key(index))
@@ -60,11 +91,19 @@ class DatasetReader:
         return value
 
     def record(self, index: int) -> dict[str, Any]:
-        shard_file = self.root / self.shard_of(index)["path"]
+        """A sample's record, checked: every field of the format with its type, bg and fg in range."""
+        value = self.raw(index)
+        where = self.where(index)
         try:
-            return unpack_record(self.raw(index))
-        except (ValueError, TypeError) as exc:
-            raise DepthmaskError(f"{shard_file}: sample {index} is not a valid record: {exc}") from None
+            record = unpack_record(value)
+        except RecordError as exc:
+            raise DepthmaskError(f"{where}: malformed record: {exc}") from None
+        plan = self.manifest["plan"]
+        for name, count in (("bg", self.manifest["backgrounds"]["records"]), ("fg", plan["foregrounds"])):
+            if not 0 <= record[name] < count:
+                raise DepthmaskError(f"{where}: malformed record: field {name!r} is {record[name]}, expected "
+                                     f"0..{count - 1}")
+        return record
 
     def decode(self, index: int, *, reduce: int = 1) -> dict[str, Any]:
         """One sample as arrays: fg_bg (H,W,3) uint8 BGR, mask (H,W) uint8 0/255, depth (H,W) uint16,
@@ -73,13 +112,12 @@ class DatasetReader:
         try:
             fg_bg = self.codecs.fg_bg.decode(record["fg_bg"], reduce)
             mask = self.codecs.mask.decode(record["mask"])
-            bg_image, bg_depth = self.background(int(record["bg"]))
-            depth = self.codecs.depth.decode(record["depth"], bg_depth, (int(record["x"]), int(record["y"])))
-        except (DecodeError, KeyError, IndexError) as exc:
-            raise DepthmaskError(f"{self.root / self.shard_of(index)['path']}: sample {index}: {exc}") from None
-        return {"fg_bg": fg_bg, "mask": mask, "depth": depth, "bg": bg_image, "bg_index": int(record["bg"]),
-                "fg_index": int(record["fg"]), "flip": bool(record["flip"]), "x": int(record["x"]),
-                "y": int(record["y"])}
+            bg_image, bg_depth = self.background(record["bg"])
+            depth = self.codecs.depth.decode(record["depth"], bg_depth, (record["x"], record["y"]))
+        except DecodeError as exc:
+            raise DepthmaskError(f"{self.where(index)}: {exc}") from None
+        return {"fg_bg": fg_bg, "mask": mask, "depth": depth, "bg": bg_image, "bg_index": record["bg"],
+                "fg_index": record["fg"], "flip": record["flip"], "x": record["x"], "y": record["y"]}
 
     def background(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(image BGR uint8, depth uint16) of a stored background, decoded once per process."""
@@ -88,19 +126,21 @@ class DatasetReader:
         return self._backgrounds[index]
 
     def _load_backgrounds(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        path = self.root / BACKGROUNDS_NAME
-        env = open_readonly(path)
+        entry = self.manifest["backgrounds"]
+        path = self.root / entry["path"]
+        env = self._open(entry)
         out = []
         try:
             with env.begin(buffers=False) as txn:
-                for i in range(int(self.manifest["backgrounds"]["records"])):
+                for i in range(entry["records"]):
                     value = txn.get(encode_key(i))
                     if value is None:
                         raise DepthmaskError(f"{path}: background {i} is missing")
-                    record = unpack_record(value)
-                    out.append((self.codecs.fg_bg.decode(record["image"]), self.codecs.background_depth.decode(record["depth"])))
-        except (lmdb.Error, ValueError) as exc:
-            raise DepthmaskError(f"{path}: backgrounds file is corrupted: {exc}") from None
+                    record = unpack_record(value, BACKGROUND_RECORD)
+                    out.append((self.codecs.fg_bg.decode(record["image"]),
+                                self.codecs.background_depth.decode(record["depth"])))
+        except (lmdb.Error, RecordError, DecodeError) as exc:
+            raise DepthmaskError(f"{path}: backgrounds file is damaged: {exc}") from None
         return out
 
     def plan(self) -> SamplePlan:

@@ -5,6 +5,7 @@ crash the LMDB reader is reported as damaged instead of taking the whole check d
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,25 +17,24 @@ import numpy as np
 from .codecs import DecodeError, codecs_from_manifest
 from .errors import DepthmaskError
 from .procs import worker_context
-from .format import BACKGROUNDS_NAME, decode_key, payload_crc32, read_manifest, unpack_record
+from .format import BACKGROUND_RECORD, RecordError, decode_key, payload_crc32, read_manifest, unpack_record
 from .plan import SPLIT_NAMES, SamplePlan, Split
-from .shards import ShardHasher, close_readonly, open_readonly
+from .shards import ShardHasher, check_file_size, close_readonly, open_readonly
 from .stats import ChannelSums, StatsAccumulator, image_sums, summarise
 
 _FIELD_LABELS = {"bg": "background", "fg_bg": "composite", "mask": "mask", "depth": "depth"}
 
 
+def dataset_files(root: Path, manifest: dict[str, Any]) -> list[tuple[Path, dict[str, Any]]]:
+    """(path, manifest entry) of every LMDB file of a dataset: the shards, then the backgrounds file."""
+    return [(root / entry["path"], entry) for entry in manifest["shards"] + [manifest["backgrounds"]]]
+
+
 def check_shard_files(root: Path, manifest: dict[str, Any]) -> None:
     """Cheap structural check: every shard present, of the recorded size, openable, with the recorded
     number of records. A truncated or replaced shard is named here without a full --verify."""
-    for entry in manifest["shards"] + [manifest["backgrounds"]]:
-        path = root / entry["path"]
-        if not path.is_file():
-            raise DepthmaskError(f"{path}: shard file is missing")
-        size = path.stat().st_size
-        if size != entry["bytes"]:
-            raise DepthmaskError(f"{path}: {size:,} bytes on disk but the manifest records {entry['bytes']:,} "
-                                 "(truncated or replaced?); run dm-stats --verify for details")
+    for path, entry in dataset_files(root, manifest):
+        check_file_size(path, entry["bytes"])
         env = open_readonly(path)
         try:
             entries = env.stat()["entries"]
@@ -86,8 +86,8 @@ def describe_dataset(root: str | Path) -> dict[str, Any]:
 
 def _codec_label(description: dict[str, Any]) -> str:
     if description["codec"] == "jpeg":
-        return f"JPEG q{description['quality']}"
-    return f"PNG {description['bit_depth']}-bit"
+        return f"JPEG q{description.get('quality', '?')}"
+    return f"PNG {description.get('bit_depth', '?')}-bit"
 
 
 def format_table(info: dict[str, Any]) -> str:
@@ -146,17 +146,31 @@ class VerifyReport:
 
 def verify_dataset(root: str | Path, *, workers: int = 0,
                    progress: Callable[[int], None] | None = None) -> VerifyReport:
-    """Re-read every record: keys in place, records well formed, payload checksums, every image
-    decodable at the right size, shard content hashes, and the statistics recomputed exactly."""
+    """Check everything a reader trusts. Re-read every record: keys in place, records well formed, payload
+    checksums, every image decodable at the right size, shard content hashes; recompute every derived
+    field of the manifest (statistics with their sums, counts, split, sizes, shard ranges and paths, codecs,
+    depth semantics) and compare it with what the manifest says."""
     root = Path(root)
-    manifest = read_manifest(root)
+    manifest = read_manifest(root)  # keys, types, paths inside the folder, self-consistency
     report = VerifyReport(shards=len(manifest["shards"]))
+    report.problems += check_derived_fields(manifest)
+    damaged = set()
+    for path, entry in dataset_files(root, manifest):
+        try:
+            check_file_size(path, entry["bytes"])  # before mapping: reading past the end is a SIGBUS
+        except DepthmaskError as exc:
+            report.problems.append(str(exc))
+            damaged.add(entry["path"])
+    if manifest["backgrounds"]["path"] in damaged:
+        return report
     bg_sums, bg_problems = _background_sums(root, manifest)
     report.problems += bg_problems
     if bg_problems:
         return report
     acc = StatsAccumulator()
-    tasks = [(root, manifest, entry, bg_sums) for entry in manifest["shards"]]
+    field_bytes = {"fg_bg": 0, "mask": 0, "depth": 0}
+    split_counts = {name: 0 for name in SPLIT_NAMES}
+    tasks = [(root, manifest, entry, bg_sums) for entry in manifest["shards"] if entry["path"] not in damaged]
     for entry, result in _run_isolated(_verify_shard, tasks, workers or os.cpu_count() or 1):
         if result is None:
             report.problems.append(f"{entry['path']}: reading the shard crashed the reader (corrupted pages)")
@@ -164,15 +178,106 @@ def verify_dataset(root: str | Path, *, workers: int = 0,
         report.records += result["records"]
         report.problems += result["problems"]
         acc.merge(StatsAccumulator.from_json(result["stats"]))
+        for k in field_bytes:
+            field_bytes[k] += result["field_bytes"][k]
+        for k in split_counts:
+            split_counts[k] += result["split_counts"][k]
         if progress:
             progress(result["records"])
-    if not report.problems:
+    if not report.problems:  # totals over every record: only meaningful when every record was read
         report.problems += _compare_stats(manifest, acc)
+        report.problems += _compare_totals(manifest, field_bytes, split_counts)
     return report
 
 
+def _differs(what: str, stored: Any, expected: Any) -> list[str]:
+    if stored == expected:
+        return []
+    return [f"manifest.json: {what} is {json.dumps(stored)[:80]}, but {json.dumps(expected)[:80]} follows from "
+            "the build's options"]
+
+
+def check_derived_fields(manifest: dict[str, Any]) -> list[str]:
+    """Fields that follow from the build's options and the assets, recomputed: plan, counts, image size,
+    split lists and counts, shard ranges and paths, codecs, depth semantics."""
+    from .build import shard_ranges
+    from .codecs import default_codecs
+    from .format import BACKGROUNDS_NAME, SHARDS_DIR, shard_name
+    from .plan import make_split
+
+    content, plan_entry, assets = manifest["build"]["content"], manifest["plan"], manifest["assets"]
+    problems: list[str] = []
+    try:
+        for key in ("backgrounds", "foregrounds", "positions", "flip", "limit"):
+            if content.get(key) is not None or key == "limit":
+                problems += _differs(f"plan.{key}", plan_entry[key], content.get(key))
+        problems += _differs("plan.backgrounds (number of assets)", plan_entry["backgrounds"],
+                             len(assets.get("backgrounds", [])))
+        problems += _differs("plan.foregrounds (number of assets)", plan_entry["foregrounds"],
+                             len(assets.get("foregrounds", [])))
+        problems += _differs("backgrounds.records", manifest["backgrounds"]["records"], plan_entry["backgrounds"])
+        plan = SamplePlan(plan_entry["backgrounds"], plan_entry["foregrounds"], plan_entry["positions"],
+                          plan_entry["flip"], plan_entry["limit"])
+        problems += _differs("sample_count", manifest["sample_count"], plan.count)
+        problems += _differs("image_size", manifest["image_size"], [content["size"], content["size"]])
+        problems += _differs("build.seed", manifest["build"]["seed"], content["seed"])
+        problems += _differs("build.shard_size", manifest["build"]["shard_size"], content["shard_size"])
+        split = make_split(plan.n_backgrounds, plan.n_foregrounds, content["val_fraction"], content["seed"])
+        problems += _differs("split.val_backgrounds", manifest["split"]["val_backgrounds"], list(split.val_backgrounds))
+        problems += _differs("split.val_foregrounds", manifest["split"]["val_foregrounds"], list(split.val_foregrounds))
+        bg, fg, _, _ = plan.locate(np.arange(plan.count, dtype=np.int64))
+        counts = np.bincount(split.assign(bg, fg), minlength=len(SPLIT_NAMES))
+        problems += _differs("split.counts", manifest["split"]["counts"],
+                             {name: int(counts[i]) for i, name in enumerate(SPLIT_NAMES)})
+        ranges = [{"path": f"{SHARDS_DIR}/{shard_name(i)}", "start": a, "stop": b, "records": b - a}
+                  for i, (a, b) in enumerate(shard_ranges(plan.count, content["shard_size"]))]
+        problems += _differs("shards (paths and ranges)",
+                             [{k: s[k] for k in ("path", "start", "stop", "records")} for s in manifest["shards"]],
+                             ranges)
+        problems += _differs("backgrounds.path", manifest["backgrounds"]["path"], BACKGROUNDS_NAME)
+        problems += _differs("fields", manifest["fields"],
+                             default_codecs(content["jpeg_quality"], content["depth_storage"]).describe())
+        problems += _check_depth_semantics(manifest["depth"], content)
+        for split_name in ("train", "val"):
+            if (split_name in manifest["stats"]) != (manifest["split"]["counts"][split_name] > 0):
+                problems.append(f"manifest.json: stats.{split_name} is {'present' if split_name in manifest['stats'] else 'absent'} "
+                                f"but split {split_name} holds {manifest['split']['counts'][split_name]} samples")
+    except (KeyError, TypeError, ValueError, DepthmaskError) as exc:
+        problems.append(f"manifest.json: the build's options (build.content) are unusable: {type(exc).__name__}: {exc}")
+    return problems
+
+
+def _check_depth_semantics(depth: dict[str, Any], content: dict[str, Any]) -> list[str]:
+    """Procedural scenes: z-depth over [0, FAR_M] metres; user depth: the `far` the build was given."""
+    inputs = content.get("inputs")
+    procedural = inputs is None or (inputs.get("backgrounds_from") == "procedural"
+                                    and not (inputs.get("depth_model") and inputs.get("depth_mode") == "per-sample"))
+    if procedural:
+        from .scenes.backgrounds import FAR_M
+
+        return (_differs("depth.kind", depth.get("kind"), "z-depth") + _differs("depth.far_m", depth.get("far_m"), FAR_M)
+                + _differs("depth.near_m", depth.get("near_m"), 0.0))
+    source = inputs.get("bg_depth") or inputs.get("depth_model") or {}
+    far = source.get("far")
+    return (_differs("depth.far", depth.get("far"), far)
+            + _differs("depth.kind", depth.get("kind"), "relative" if far is None else "scaled"))
+
+
+def _compare_totals(manifest: dict[str, Any], field_bytes: dict[str, int], split_counts: dict[str, int]) -> list[str]:
+    sizes = manifest["sizes"]
+    shard_bytes = sum(s["bytes"] for s in manifest["shards"])  # each checked against its file already
+    bg_bytes = manifest["backgrounds"]["bytes"]
+    expected = {**field_bytes, "backgrounds_file": bg_bytes, "shards": shard_bytes, "total_on_disk": shard_bytes + bg_bytes}
+    problems = [f"manifest.json: sizes.{k} is {sizes[k]:,}, the dataset holds {v:,}" for k, v in expected.items()
+                if sizes[k] != v]
+    if split_counts != manifest["split"]["counts"]:
+        problems.append(f"manifest.json: split.counts is {manifest['split']['counts']}, the records give {split_counts}")
+    return problems
+
+
 def _background_sums(root: Path, manifest: dict[str, Any]) -> tuple[list[ChannelSums], list[str]]:
-    path = root / BACKGROUNDS_NAME
+    entry = manifest["backgrounds"]
+    path, name = root / entry["path"], entry["path"]
     codecs = codecs_from_manifest(manifest["fields"])
     hasher, sums, problems = ShardHasher(), [], []
     h, w = manifest["image_size"]
@@ -181,28 +286,45 @@ def _background_sums(root: Path, manifest: dict[str, Any]) -> tuple[list[Channel
         with env.begin(buffers=False) as txn:
             for key, value in txn.cursor():
                 hasher.update(key, value)
-                record = unpack_record(value)
-                image = codecs.fg_bg.decode(record["image"])
-                if image.shape != (h, w, 3):
-                    problems.append(f"{BACKGROUNDS_NAME} key {decode_key(key)}: image is {image.shape}")
+                where = f"{name} key {_key_label(key)}"
+                try:
+                    record = unpack_record(value, BACKGROUND_RECORD)
+                    image = codecs.fg_bg.decode(record["image"])
+                    depth = codecs.background_depth.decode(record["depth"])
+                except (RecordError, DecodeError) as exc:
+                    problems.append(f"{where}: malformed record: {exc}")
+                    continue
+                for label, array in (("image", image), ("depth", depth)):
+                    if array.shape[:2] != (h, w):
+                        problems.append(f"{where}: {label} is {array.shape[1]}x{array.shape[0]}, expected {w}x{h}")
                 s, q = image_sums(image)
                 cs = ChannelSums(3)
                 cs.add(s, q, h * w)
                 sums.append(cs)
-    except (lmdb.Error, ValueError, KeyError, DepthmaskError) as exc:
-        return [], [f"{BACKGROUNDS_NAME}: unreadable: {exc}"]
+    except (lmdb.Error, DepthmaskError) as exc:
+        return [], [f"{name}: unreadable: {exc}"]
     finally:
         close_readonly(path)
-    if hasher.hexdigest() != manifest["backgrounds"]["sha256"]:
-        problems.append(f"{BACKGROUNDS_NAME}: content hash differs from the manifest")
+    if hasher.records != entry["records"]:
+        problems.append(f"{name}: {hasher.records} records, the manifest records {entry['records']}")
+    if hasher.hexdigest() != entry["sha256"]:
+        problems.append(f"{name}: content hash differs from the manifest")
     return sums, problems
 
 
-def _background_depths(root: Path, codecs: Any) -> list[np.ndarray]:
-    """The stored background depths (delta-coded sample depths are relative to them)."""
-    path = root / BACKGROUNDS_NAME
+def _key_label(key: bytes) -> str:
+    try:
+        return str(decode_key(key))
+    except ValueError:
+        return repr(key)
+
+
+def _background_depths(root: Path, manifest: dict[str, Any], codecs: Any) -> list[np.ndarray]:
+    """The stored background depths (delta-coded sample depths are relative to them); checked already."""
+    path = root / manifest["backgrounds"]["path"]
     with open_readonly(path).begin(buffers=False) as txn:
-        return [codecs.background_depth.decode(unpack_record(value)["depth"]) for _, value in txn.cursor()]
+        return [codecs.background_depth.decode(unpack_record(value, BACKGROUND_RECORD)["depth"])
+                for _, value in txn.cursor()]
 
 
 def _verify_shard(root: Path, manifest: dict[str, Any], entry: dict[str, Any],
@@ -215,8 +337,9 @@ def _verify_shard(root: Path, manifest: dict[str, Any], entry: dict[str, Any],
     split = Split(tuple(manifest["split"]["val_backgrounds"]), tuple(manifest["split"]["val_foregrounds"]))
     h, w = manifest["image_size"]
     hasher, acc, problems = ShardHasher(), StatsAccumulator(), []
+    totals = {"field_bytes": {"fg_bg": 0, "mask": 0, "depth": 0}, "split_counts": {n: 0 for n in SPLIT_NAMES}}
     expected = entry["start"]
-    bg_depths = _background_depths(root, codecs)
+    bg_depths = _background_depths(root, manifest, codecs)
     try:
         env = open_readonly(path)
         with env.begin(buffers=False) as txn:
@@ -230,7 +353,11 @@ def _verify_shard(root: Path, manifest: dict[str, Any], entry: dict[str, Any],
                 if index != expected:
                     problems.append(f"{name} key {index}: out of place (expected key {expected})")
                 expected = index + 1
-                problems += _check_record(name, index, value, codecs, plan, split, (h, w), acc, bg_sums, bg_depths)
+                try:
+                    problems += _check_record(name, index, value, codecs, plan, split, (h, w), acc, bg_sums,
+                                              bg_depths, totals)
+                except Exception as exc:  # noqa: BLE001 - one record's surprise must not hide the others
+                    problems.append(f"{name} key {index}: cannot be checked: {type(exc).__name__}: {exc}")
     except DepthmaskError as exc:
         problems.append(str(exc))
     except lmdb.Error as exc:
@@ -241,31 +368,33 @@ def _verify_shard(root: Path, manifest: dict[str, Any], entry: dict[str, Any],
         problems.append(f"{name}: {hasher.records} records, the manifest records {entry['records']}")
     if hasher.hexdigest() != entry["sha256"]:
         problems.append(f"{name}: content hash differs from the manifest")
-    return {"records": hasher.records, "problems": problems, "stats": acc.to_json()}
+    return {"records": hasher.records, "problems": problems, "stats": acc.to_json(), **totals}
 
 
 def _check_record(name: str, index: int, value: bytes, codecs: Any, plan: SamplePlan, split: Split,
                   size: tuple[int, int], acc: StatsAccumulator, bg_sums: list[ChannelSums],
-                  bg_depths: list[np.ndarray]) -> list[str]:
+                  bg_depths: list[np.ndarray], totals: dict[str, dict[str, int]]) -> list[str]:
     where = f"{name} key {index}"
     try:
         record = unpack_record(value)
-        payload = (record["fg_bg"], record["mask"], record["depth"])
-        bg, fg, flip = int(record["bg"]), int(record["fg"]), bool(record["flip"])
-    except (ValueError, KeyError, TypeError) as exc:
+    except RecordError as exc:
         return [f"{where}: malformed record: {exc}"]
+    payload = (record["fg_bg"], record["mask"], record["depth"])
+    bg, fg, flip = record["bg"], record["fg"], record["flip"]
     problems = []
-    if payload_crc32(*payload) != record.get("crc32"):
+    if payload_crc32(*payload) != record["crc32"]:
         problems.append(f"{where}: payload checksum mismatch (damaged bytes)")
     want_bg, want_fg, _, want_flip = (int(v) for v in plan.locate(index))
     if (bg, fg, flip) != (want_bg, want_fg, bool(want_flip)):
-        problems.append(f"{where}: holds bg {bg} fg {fg} flip {flip}, the plan says bg {want_bg} fg {want_fg}")
+        problems.append(f"{where}: holds bg {bg} fg {fg} flip {flip}, the plan says bg {want_bg} fg {want_fg} "
+                        f"flip {bool(want_flip)}")
+    if not 0 <= bg < len(bg_depths):
+        return problems + [f"{where}: malformed record: field 'bg' is {bg}, expected 0..{len(bg_depths) - 1}"]
     try:
         fg_bg = codecs.fg_bg.decode(payload[0])
         mask = codecs.mask.decode(payload[1])
-        depth = codecs.depth.decode(payload[2], bg_depths[bg] if 0 <= bg < len(bg_depths) else None,
-                                    (int(record["x"]), int(record["y"])))
-    except (DecodeError, KeyError, TypeError, ValueError) as exc:
+        depth = codecs.depth.decode(payload[2], bg_depths[bg], (record["x"], record["y"]))
+    except DecodeError as exc:
         return problems + [f"{where}: {exc}"]
     for label, image in (("fg_bg", fg_bg), ("mask", mask), ("depth", depth)):
         if image.shape[:2] != size:
@@ -276,12 +405,15 @@ def _check_record(name: str, index: int, value: bytes, codecs: Any, plan: Sample
     acc.add_image(split_name, "fg_bg", fg_bg)
     acc.add_image(split_name, "mask", mask)
     acc.add_image(split_name, "depth", depth)
-    if 0 <= bg < len(bg_sums):
-        acc.add_sums(split_name, "bg", bg_sums[bg])
+    acc.add_sums(split_name, "bg", bg_sums[bg])
+    for label, data in zip(("fg_bg", "mask", "depth"), payload):
+        totals["field_bytes"][label] += len(data)
+    totals["split_counts"][split_name] += 1
     return []
 
 
 def _compare_stats(manifest: dict[str, Any], acc: StatsAccumulator) -> list[str]:
+    """The statistics recomputed from the records: sums and the mean/std derived from them."""
     problems = []
     recomputed = {"all": summarise(acc.total())}
     for split in ("train", "val"):
@@ -289,8 +421,8 @@ def _compare_stats(manifest: dict[str, Any], acc: StatsAccumulator) -> list[str]
             recomputed[split] = summarise(acc.total((split,)))
     for split, fields in recomputed.items():
         for name, values in fields.items():
-            stored = manifest["stats"].get(split, {}).get(name, {}).get("exact_sums_stored_order")
-            if stored != values["exact_sums_stored_order"]:
+            stored = manifest["stats"].get(split, {}).get(name, {})
+            if any(stored.get(k) != values[k] for k in ("exact_sums_stored_order", "mean", "std")):
                 problems.append(f"statistics of {name} ({split}) differ from the manifest")
     return problems
 
@@ -320,8 +452,15 @@ def _run_isolated(fn: Callable[..., dict[str, Any]], tasks: list[tuple], workers
 
 
 def _child(fn: Callable[..., dict[str, Any]], task: tuple, writer: Any) -> None:
+    """A failure of the check itself is one problem of this shard, never a traceback on the terminal."""
     import cv2
 
     cv2.setNumThreads(1)
-    writer.send(fn(*task))
+    try:
+        result = fn(*task)
+    except Exception as exc:  # noqa: BLE001
+        result = {"records": 0, "stats": {}, "field_bytes": {"fg_bg": 0, "mask": 0, "depth": 0},
+                  "split_counts": {n: 0 for n in SPLIT_NAMES},
+                  "problems": [f"{task[2]['path']}: the check failed: {type(exc).__name__}: {exc}"]}
+    writer.send(result)
     writer.close()

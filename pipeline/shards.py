@@ -167,6 +167,31 @@ def open_readonly(path: Path) -> lmdb.Environment:
     return env
 
 
+def check_file_size(path: Path, expected: int) -> None:
+    """A file of a finished dataset must be exactly as large as its manifest records, checked before it is
+    mapped: reading a mapped LMDB file beyond its end kills the process with SIGBUS, no message."""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        raise DepthmaskError(f"{path}: shard file is missing") from None
+    except OSError as exc:
+        raise DepthmaskError(f"{path}: cannot read the shard file ({exc.strerror})") from None
+    if not os.path.isfile(path):
+        raise DepthmaskError(f"{path}: not a regular file, expected an LMDB shard")
+    if size != expected:
+        raise DepthmaskError(f"{path}: {size:,} bytes on disk but the manifest records {expected:,} "
+                             "(truncated or replaced?); the dataset is damaged: restore the file or rebuild "
+                             "the dataset")
+
+
+def open_checked(path: Path, expected_bytes: int) -> lmdb.Environment:
+    """open_readonly after check_file_size (first open in this process; later calls hit the cache)."""
+    if _OPEN_PID == os.getpid() and str(path) in _OPEN:
+        return _OPEN[str(path)]
+    check_file_size(path, expected_bytes)
+    return open_readonly(path)
+
+
 def close_readonly(path: Path) -> None:
     env = _OPEN.pop(os.path.realpath(path), None)
     _OPEN.pop(str(path), None)

@@ -257,8 +257,8 @@ class DepthMaskDataset(Dataset):
             mask = codecs.mask.decode(record["mask"])
             depth = codecs.depth.decode(record["depth"], self.reader.background(int(record["bg"]))[1],
                                         (int(record["x"]), int(record["y"])))
-        except (ValueError, KeyError, IndexError) as exc:
-            raise DepthmaskError(f"{self.reader.root}: sample {index} does not decode: {exc}") from None
+        except ValueError as exc:  # DecodeError: the record's fields are checked by the reader
+            raise DepthmaskError(f"{self.reader.where(index)}: {exc}") from None
         mask = (mask >= 128).astype(np.uint8)
         bg = cv2.cvtColor(self._background(int(record["bg"]))[0], cv2.COLOR_RGB2BGR)
         if self.augment is None:
@@ -339,8 +339,8 @@ class DepthMaskDataset(Dataset):
                     m = augment_matrix(rng, s, augment)
                     warp_sample(m, bg_image, *plain, s, out=(bg[j], fg_bg[j], mask[j], depth[j]))
                     photometric(rng, augment, bg[j], fg_bg[j], rgb=True, in_place=True)
-            except (ValueError, KeyError, IndexError) as exc:
-                raise DepthmaskError(f"{self.reader.root}: sample {sample} does not decode: {exc}") from None
+            except ValueError as exc:  # DecodeError: the record's fields are checked by the reader
+                raise DepthmaskError(f"{self.reader.where(sample)}: {exc}") from None
         return {
             # NHWC in memory, NCHW in shape: a channels_last tensor, no copy
             "bg": bg_t.permute(0, 3, 1, 2),
