@@ -45,7 +45,8 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except DepthmaskError as exc:
-            fail(str(exc))
+            name, message = unwrap_message(exc)
+            fail(message if name == "DepthmaskError" else f"unexpected {name}: {message}")
         except KeyboardInterrupt:
             fail("interrupted; run the same command again to resume", EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
@@ -53,6 +54,32 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:  # noqa: BLE001
             if os.environ.get("DEPTHMASK_DEBUG"):
                 raise
-            fail(f"unexpected {type(exc).__name__}: {exc} (set DEPTHMASK_DEBUG=1 to see the traceback)")
+            name, message = unwrap_message(exc)
+            if name == "DepthmaskError":  # raised in a worker, re-raised by torch as another type
+                fail(message)
+            if _BUS_ERROR in message:
+                fail("a data-loading worker was killed by a bus error (SIGBUS) while reading a memory-mapped "
+                     "dataset file: a file was truncated or replaced while in use; check the dataset with "
+                     "dm-stats --verify")
+            fail(f"unexpected {name}: {message} (set DEPTHMASK_DEBUG=1 to see the traceback)")
 
     return wrapper
+
+
+_ORIGINAL_TRACEBACK = "\nOriginal Traceback (most recent call last):"
+_BUS_ERROR = "is killed by signal: Bus error"
+
+
+def unwrap_message(exc: BaseException) -> tuple[str, str]:
+    """(type name, one-line message) of the error a user should see. An exception raised in a DataLoader worker
+    reaches the main process as torch's "Caught X in DataLoader worker process N. Original Traceback ..."
+    (of type X, or RuntimeError when X cannot be rebuilt): the original type and message are the last line of
+    that traceback, so a worker's error reads the same as with --workers 0."""
+    name, text = type(exc).__name__, str(exc)
+    if _ORIGINAL_TRACEBACK in text:
+        last = text.rstrip().splitlines()[-1]
+        original, sep, message = last.partition(": ")
+        if sep and " " not in original:
+            name, text = original.rsplit(".", 1)[-1], message
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return name, (lines[0] if lines else "")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +18,7 @@ import numpy as np
 
 from . import images
 from .errors import DepthmaskError
+from .quiet import first_sentence, quiet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -98,7 +98,7 @@ class DepthModel:
             out = self._run(inputs)
         except Exception as exc:  # noqa: BLE001 - any failure inside the user's model is one line
             raise DepthmaskError(f"{self.spec.path}: the model failed on a batch of shape {tuple(inputs.shape)}: "
-                                 f"{type(exc).__name__}: {_first_line(exc)}") from None
+                                 f"{type(exc).__name__}: {first_sentence(exc)}") from None
         return self._check_output(out, inputs.shape)
 
     def predict(self, batch_bgr: list[np.ndarray]) -> list[np.ndarray]:
@@ -151,11 +151,6 @@ def _to_numpy(out: Any) -> np.ndarray | None:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else ""
-
-
 def pick_device(requested: str) -> str:
     if requested != "auto":
         if requested == "cuda":
@@ -182,7 +177,7 @@ def load_depth_model(spec: DepthModelSpec, *, threads: int | None = None) -> Dep
 
 
 def _load_failure(spec: DepthModelSpec, exc: BaseException) -> DepthmaskError:
-    return DepthmaskError(f"{spec.path}: not a loadable {spec.fmt()} model: {type(exc).__name__}: {_first_line(exc)}")
+    return DepthmaskError(f"{spec.path}: not a loadable {spec.fmt()} model: {type(exc).__name__}: {first_sentence(exc)}")
 
 
 def _torch_runner(module: Any, device: str, threads: int | None) -> Callable[[np.ndarray], Any]:
@@ -205,8 +200,7 @@ def _load_torchscript(spec: DepthModelSpec, device: str, threads: int | None) ->
     import torch
 
     try:
-        with warnings.catch_warnings():  # torch.jit.load warns that TorchScript is deprecated; users still bring it
-            warnings.simplefilter("ignore", FutureWarning)
+        with quiet():  # torch.jit.load warns that TorchScript is deprecated (users still bring it); a bad file, more
             module = torch.jit.load(str(spec.path), map_location=device)
         module.eval()
     except Exception as exc:  # noqa: BLE001
@@ -218,7 +212,8 @@ def _load_torch_export(spec: DepthModelSpec, device: str, threads: int | None) -
     import torch
 
     try:
-        module = torch.export.load(str(spec.path)).module()
+        with quiet():  # a damaged file makes torch.export log a whole traceback before raising
+            module = torch.export.load(str(spec.path)).module()
         module = module.to(device)
     except Exception as exc:  # noqa: BLE001
         raise _load_failure(spec, exc) from None
@@ -240,7 +235,8 @@ def _load_onnx(spec: DepthModelSpec, device: str, threads: int | None) -> Callab
     if device == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     try:
-        session = onnxruntime.InferenceSession(str(spec.path), options, providers=providers)
+        with quiet():
+            session = onnxruntime.InferenceSession(str(spec.path), options, providers=providers)
     except Exception as exc:  # noqa: BLE001
         raise _load_failure(spec, exc) from None
     input_name = session.get_inputs()[0].name

@@ -428,11 +428,20 @@ class BatchNormalizer:
         return (x / self.inv_std[key] + self.mean[key]) / 255.0
 
 
+class DatasetLoader(torch.utils.data.DataLoader):
+    """A DataLoader that stops at the start of a pass if its dataset was replaced or removed since the run began
+    (workers also check when they open a file): a run never goes on with data it did not start with."""
+
+    def __iter__(self) -> Any:
+        self.dataset.reader.check_unchanged()
+        return super().__iter__()
+
+
 def make_loader(dataset: DepthMaskDataset, *, batch_size: int, shuffle: bool, workers: int, seed: int = 0,
                 rank: int = 0, world_size: int = 1, pin_memory: bool = False,
                 multiprocessing_context: str | None = None) -> torch.utils.data.DataLoader:
     sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
-    return torch.utils.data.DataLoader(
+    return DatasetLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_batches,
         pin_memory=pin_memory, drop_last=False, persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None, multiprocessing_context=multiprocessing_context if workers else None,
