@@ -23,6 +23,11 @@ from .quiet import first_sentence, quiet
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEVICES = ("auto", "cpu", "cuda")
+# A network exported by dm-export-model says so in its metadata (ONNX metadata_props key / TorchScript extra file).
+# As a depth teacher it is fed the image as both of its inputs (bg and fg_bg: a scene with no object added), on
+# its own input scale (pixel / 255: the normalisation is in its graph), and its "depth" output is used.
+EXPORT_METADATA_KEY = "depthmask"
+EXPORT_METADATA_FILE = "depthmask.json"
 
 
 @dataclass(frozen=True)
@@ -201,11 +206,30 @@ def _load_torchscript(spec: DepthModelSpec, device: str, threads: int | None) ->
 
     try:
         with quiet():  # torch.jit.load warns that TorchScript is deprecated (users still bring it); a bad file, more
-            module = torch.jit.load(str(spec.path), map_location=device)
+            extra = {EXPORT_METADATA_FILE: ""}
+            module = torch.jit.load(str(spec.path), map_location=device, _extra_files=extra)
         module.eval()
     except Exception as exc:  # noqa: BLE001
         raise _load_failure(spec, exc) from None
+    if extra[EXPORT_METADATA_FILE]:
+        to_unit = _unit_scale(spec)
+        return _torch_runner(lambda x: module(to_unit(x), to_unit(x))[0], device, threads)
     return _torch_runner(module, device, threads)
+
+
+def _unit_scale(spec: DepthModelSpec) -> Callable[[Any], Any]:
+    """The teacher's input (pixel / 255 - mean) / std back to pixel / 255, what an exported depthmask network takes."""
+    mean = np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(spec.std, np.float32).reshape(1, 3, 1, 1)
+
+    def to_unit(x: Any) -> Any:
+        if isinstance(x, np.ndarray):
+            return x * std + mean
+        import torch
+
+        return x * torch.from_numpy(std).to(x.device) + torch.from_numpy(mean).to(x.device)
+
+    return to_unit
 
 
 def _load_torch_export(spec: DepthModelSpec, device: str, threads: int | None) -> Callable[[np.ndarray], Any]:
@@ -240,6 +264,14 @@ def _load_onnx(spec: DepthModelSpec, device: str, threads: int | None) -> Callab
     except Exception as exc:  # noqa: BLE001
         raise _load_failure(spec, exc) from None
     input_name = session.get_inputs()[0].name
+    if EXPORT_METADATA_KEY in session.get_modelmeta().custom_metadata_map:
+        names, to_unit = [i.name for i in session.get_inputs()], _unit_scale(spec)
+
+        def run_export(batch: np.ndarray) -> Any:
+            unit = to_unit(batch)
+            return session.run(["depth"], {name: unit for name in names})
+
+        return run_export
 
     def run(batch: np.ndarray) -> Any:
         return session.run(None, {input_name: batch})

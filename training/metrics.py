@@ -4,6 +4,9 @@ Depth metrics are computed on the ``[0, 1]`` depth scale of the dataset. AbsRel,
 need positive depths: both prediction and target are clamped to ``>= eps`` (default ``DEPTH_EPS = 1e-3``, i.e.
 0.1 % of the depth range) before those four are computed; RMSE uses the unclamped values.
 
+``EvalMetrics`` (dm-eval) adds a boundary F-score of the mask, depth errors on object and on background pixels, and
+depth in metres when the dataset's depth is metric; ``best_diff_threshold`` gives the |fg_bg - bg| threshold floor.
+
 All sums are accumulated in float64 on the tensors' device (no host sync per batch), over every pixel of the
 split, so the numbers do not depend on how the split was batched.
 """
@@ -16,7 +19,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-__all__ = ["DEPTH_EPS", "METRIC_KEYS", "SegDepthMetrics", "constant_baseline", "mean_depth"]
+__all__ = ["BOUNDARY_TOLERANCE_PX", "DEPTH_EPS", "METRIC_KEYS", "BoundaryFScore", "EvalMetrics", "RegionDepthMetrics",
+           "SegDepthMetrics", "best_diff_threshold", "constant_baseline", "diff_histograms", "mean_depth"]
 
 DEPTH_EPS = 1e-3
 METRIC_KEYS = (
@@ -198,3 +202,145 @@ def constant_baseline(
     best = max(("all_background", "all_foreground"), key=lambda k: out[k]["mask_iou"])
     out["best_constant"] = dict(out[best])
     return out
+
+
+# ---- dm-eval: boundary F-score, object / background depth, metric depth -------------------------------------
+BOUNDARY_TOLERANCE_PX = 3
+
+
+def mask_boundary(mask: Tensor) -> Tensor:
+    """Boundary pixels of a boolean ``(B,1,H,W)`` mask: mask pixels with a non-mask 8-neighbour (the image's
+    border does not count as outside, so a mask touching it has no boundary there)."""
+    m = mask.float()
+    eroded = -torch.nn.functional.max_pool2d(-m, 3, stride=1, padding=1)
+    return mask & (eroded < 0.5)
+
+
+def _dilate(mask: Tensor, radius: int) -> Tensor:
+    if radius <= 0:
+        return mask
+    return torch.nn.functional.max_pool2d(mask.float(), 2 * radius + 1, stride=1, padding=radius) > 0.5
+
+
+class BoundaryFScore:
+    """Mask boundary F-score over a split: a predicted boundary pixel is right if a true boundary pixel lies within
+    ``tolerance`` pixels (Chebyshev distance, a square band), and a true one is found if a predicted one does.
+    Precision and recall are summed over every image before the ratio, so the figure is dataset-level.
+    No boundary in both prediction and target counts as perfect (1.0)."""
+
+    def __init__(self, tolerance: int = BOUNDARY_TOLERANCE_PX) -> None:
+        if tolerance < 0:
+            raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
+        self.tolerance = int(tolerance)
+        self._sums = torch.zeros(4, dtype=torch.float64)  # pred matched, pred total, true matched, true total
+
+    @torch.no_grad()
+    def update(self, mask_pred: Tensor, mask_true: Tensor) -> None:
+        """Boolean (or 0/1) masks ``(B,1,H,W)`` of one shape."""
+        bp, bt = mask_boundary(_b1hw(mask_pred, "mask_pred") > 0.5), mask_boundary(_b1hw(mask_true, "mask_true") > 0.5)
+        near_true, near_pred = _dilate(bt, self.tolerance), _dilate(bp, self.tolerance)
+        self._sums += torch.stack([(bp & near_true).sum(), bp.sum(), (bt & near_pred).sum(), bt.sum()]).double().cpu()
+
+    def compute(self) -> dict[str, float]:
+        matched_p, total_p, matched_t, total_t = self._sums.tolist()
+        if total_p == 0 and total_t == 0:
+            return {"mask_boundary_f": 1.0, "mask_boundary_precision": 1.0, "mask_boundary_recall": 1.0}
+        precision = matched_p / total_p if total_p else 0.0
+        recall = matched_t / total_t if total_t else 0.0
+        f = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+        return {"mask_boundary_f": f, "mask_boundary_precision": precision, "mask_boundary_recall": recall}
+
+
+_REGIONS = ("object", "background", "m")
+_R_SQ, _R_ABSREL, _R_D1, _R_D2, _R_D3, _R_N = range(6)
+
+
+class RegionDepthMetrics:
+    """Depth RMSE, AbsRel and delta1-3 on the object's pixels (true mask) and on the background's, on the dataset's
+    [0, 1] scale; and, with ``far_m`` (the dataset's depth is ``clip(z / far_m, 0, 1)``), in metres over the pixels
+    whose true depth is below the far plane (sky and anything clipped at 1.0 has no metric depth). AbsRel and the
+    deltas clamp prediction and target to ``>= eps`` (``eps * far_m`` metres), as ``SegDepthMetrics``."""
+
+    def __init__(self, far_m: float | None = None, eps: float = DEPTH_EPS) -> None:
+        self.far_m = float(far_m) if far_m else None
+        self.eps = float(eps)
+        self._sums = torch.zeros(len(_REGIONS), 6, dtype=torch.float64)
+
+    @staticmethod
+    def _region_sums(pred: Tensor, true: Tensor, select: Tensor, eps: float) -> Tensor:
+        p, t = pred[select], true[select]
+        pc, tc = p.clamp_min(eps), t.clamp_min(eps)
+        ratio = torch.maximum(pc / tc, tc / pc)
+        return torch.stack([(p - t).square().sum(), ((pc - tc).abs() / tc).sum(), (ratio < 1.25).sum().double(),
+                            (ratio < 1.25**2).sum().double(), (ratio < 1.25**3).sum().double(),
+                            torch.tensor(float(p.numel()), dtype=torch.float64, device=p.device)])
+
+    @torch.no_grad()
+    def update(self, depth_pred: Tensor, depth_true: Tensor, mask_true: Tensor) -> None:
+        dp, dt = _b1hw(depth_pred, "depth_pred").double(), _b1hw(depth_true, "depth_true").double()
+        obj = _b1hw(mask_true, "mask_true") > 0.5
+        rows = [self._region_sums(dp, dt, obj, self.eps), self._region_sums(dp, dt, ~obj, self.eps)]
+        if self.far_m is not None:
+            rows.append(self._region_sums(dp * self.far_m, dt * self.far_m, dt < 1.0, self.eps * self.far_m))
+        else:
+            rows.append(torch.zeros(6, dtype=torch.float64, device=dp.device))
+        self._sums += torch.stack(rows).cpu()
+
+    def compute(self) -> dict[str, float]:
+        out = {}
+        for r, region in enumerate(_REGIONS):
+            if region == "m" and self.far_m is None:
+                continue
+            s = self._sums[r].tolist()
+            n = s[_R_N]
+            values = (math.sqrt(s[_R_SQ] / n), s[_R_ABSREL] / n, s[_R_D1] / n, s[_R_D2] / n, s[_R_D3] / n) if n \
+                else (math.nan,) * 5
+            for name, value in zip(("rmse", "absrel", "delta1", "delta2", "delta3"), values):
+                out[f"depth_{name}_{region}"] = value
+            out[f"pixels_{region}"] = n
+        return out
+
+
+class EvalMetrics:
+    """Everything dm-eval reports for one predictor on one split: ``SegDepthMetrics`` (what dm-train reports),
+    ``BoundaryFScore`` and ``RegionDepthMetrics``, fed from the same batches."""
+
+    def __init__(self, far_m: float | None = None, boundary_tolerance: int = BOUNDARY_TOLERANCE_PX,
+                 eps: float = DEPTH_EPS) -> None:
+        self.seg_depth = SegDepthMetrics(eps)
+        self.boundary = BoundaryFScore(boundary_tolerance)
+        self.regions = RegionDepthMetrics(far_m, eps)
+
+    @torch.no_grad()
+    def update(self, depth_pred: Tensor, depth_true: Tensor, mask_logits: Tensor, mask_true: Tensor) -> None:
+        self.seg_depth.update(depth_pred, depth_true, mask_logits, mask_true)
+        self.boundary.update(_b1hw(mask_logits, "mask_logits") > 0, mask_true)
+        self.regions.update(depth_pred, depth_true, mask_true)
+
+    def compute(self) -> dict[str, float]:
+        return {**self.seg_depth.compute(), **self.boundary.compute(), **self.regions.compute()}
+
+
+def diff_histograms(diff: Tensor, mask_true: Tensor) -> Tensor:
+    """``(2, 256)`` int64 counts of an integer difference image (0..255, e.g. ``max_c |fg_bg - bg|``) over
+    background pixels (row 0) and object pixels (row 1)."""
+    d = _b1hw(diff, "diff").long().clamp(0, 255)
+    obj = _b1hw(mask_true, "mask_true") > 0.5
+    return torch.stack([torch.bincount(d[~obj], minlength=256), torch.bincount(d[obj], minlength=256)]).cpu()
+
+
+def best_diff_threshold(histograms: Tensor) -> tuple[int, float]:
+    """(t, IoU): the threshold whose mask ``diff > t`` has the highest split-level IoU given ``diff_histograms``
+    summed over a split (exact: every integer threshold is tried); ties go to the lowest t."""
+    background, obj = histograms[0].double(), histograms[1].double()
+    # pixels with diff > t, for t = 0..255
+    fp = background.flip(0).cumsum(0).flip(0)[1:].tolist() + [0.0]
+    tp = obj.flip(0).cumsum(0).flip(0)[1:].tolist() + [0.0]
+    total_obj = float(obj.sum())
+    best_t, best_iou = 0, -1.0
+    for t in range(256):
+        union = total_obj + fp[t]
+        iou = tp[t] / union if union > 0 else 1.0
+        if iou > best_iou:
+            best_t, best_iou = t, iou
+    return best_t, best_iou
