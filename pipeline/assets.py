@@ -43,12 +43,14 @@ class AssetSet:
     depth: dict[str, Any]  # depth semantics, for the manifest
     background_files: list[dict[str, str]] | None = None  # user folders: source file names and sha256
     foreground_files: list[dict[str, str]] | None = None
+    background_hashes: list[str] | None = None  # array_hash(image, depth) when already computed (render workers)
 
     def describe(self) -> dict[str, Any]:
         """Per-asset names and content hashes (of the arrays composed, and for the user's folders of
         the source files): a changed asset is detected on resume."""
-        backgrounds = [{"name": n, "sha256": array_hash(img, d)}
-                       for n, img, d in zip(self.background_names, self.backgrounds, self.background_depths)]
+        hashes = self.background_hashes or [array_hash(img, d) for img, d in
+                                            zip(self.backgrounds, self.background_depths)]
+        backgrounds = [{"name": n, "sha256": h} for n, h in zip(self.background_names, hashes)]
         foregrounds = [{"name": n, "sha256": array_hash(fg), "width": int(fg.shape[1]), "height": int(fg.shape[0])}
                        for n, fg in zip(self.foreground_names, self.foregrounds)]
         for entries, files in ((backgrounds, self.background_files), (foregrounds, self.foreground_files)):
@@ -65,33 +67,58 @@ def array_hash(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def procedural_assets(n_backgrounds: int, n_foregrounds: int, *, seed: int, size: int) -> AssetSet:
-    """The embedded default: rendered street/yard scenes with exact depth, and car-like cut-outs."""
+@dataclass(frozen=True)
+class RenderedBackground:
+    """One procedural background as the build composes it, with its content hash."""
+
+    image: np.ndarray  # (size, size, 3) uint8 BGR
+    depth: np.ndarray  # (size, size) uint16
+    ground_top: int
+    sha256: str
+
+
+def procedural_background(index: int, *, seed: int, size: int) -> RenderedBackground:
+    """Background `index` of the set drawn from `seed`: a pure function, run in any process."""
     from . import scenes
 
-    backgrounds = scenes.render_backgrounds(n_backgrounds, seed=seed, size=size)
-    foregrounds = scenes.render_foregrounds(n_foregrounds, seed=seed)
-    return AssetSet(
-        backgrounds=[b.image for b in backgrounds],
-        background_depths=[depth_to_uint16(b.depth_m, scenes.FAR_M) for b in backgrounds],
-        ground_tops=[int(np.clip(b.horizon_row + GROUND_MARGIN_ROWS, 0, size - 1)) for b in backgrounds],
-        foregrounds=foregrounds,
-        background_names=[f"procedural-bg-{i:04d}" for i in range(n_backgrounds)],
-        foreground_names=[f"procedural-fg-{i:04d}" for i in range(n_foregrounds)],
-        source={"kind": "procedural", "seed": seed, "generator": "pipeline.scenes",
-                "generator_version": scenes.GENERATOR_VERSION},
-        depth={
-            "kind": "z-depth",
-            "units_of_far": "metres",
-            "near_m": 0.0,
-            "far_m": float(scenes.FAR_M),
-            "stored": "uint16 PNG; normalised depth = value / 65535 = clip(z_m / far_m, 0, 1)",
-            "sky": 1.0,
-            "exact": True,
-            "object_rule": "object depth = min(background depth at its ground-contact pixel, "
-                           "every background depth it covers); constant over the object's mask",
-        },
-    )
+    background = scenes.render_background(index, seed=seed, size=size)
+    depth = depth_to_uint16(background.depth_m, scenes.FAR_M)
+    return RenderedBackground(background.image, depth,
+                              int(np.clip(background.horizon_row + GROUND_MARGIN_ROWS, 0, size - 1)),
+                              array_hash(background.image, depth))
+
+
+# How a build renders the first N procedural backgrounds (e.g. in worker processes); default: here.
+RenderBackgrounds = Callable[[int], list[RenderedBackground]]
+
+
+def render_here(seed: int, size: int) -> RenderBackgrounds:
+    return lambda count: [procedural_background(i, seed=seed, size=size) for i in range(count)]
+
+
+PROCEDURAL_DEPTH = {
+    "kind": "z-depth",
+    "units_of_far": "metres",
+    "near_m": 0.0,
+    "stored": "uint16 PNG; normalised depth = value / 65535 = clip(z_m / far_m, 0, 1)",
+    "sky": 1.0,
+    "exact": True,
+    "object_rule": "object depth = min(background depth at its ground-contact pixel, "
+                   "every background depth it covers); constant over the object's mask",
+}
+
+
+def procedural_source(seed: int) -> dict[str, Any]:
+    from . import scenes
+
+    return {"kind": "procedural", "seed": seed, "generator": "pipeline.scenes",
+            "generator_version": scenes.GENERATOR_VERSION}
+
+
+def procedural_foregrounds(n_foregrounds: int, *, seed: int) -> tuple[list[np.ndarray], list[str]]:
+    from . import scenes
+
+    return scenes.render_foregrounds(n_foregrounds, seed=seed), [f"procedural-fg-{i:04d}" for i in range(n_foregrounds)]
 
 
 DEPTH_MODES = ("composite", "per-sample")
@@ -174,13 +201,18 @@ def default_fg_max_size(size: int) -> int:
 
 
 def load_assets(inputs: UserInputs, n_backgrounds: int | None, n_foregrounds: int | None, *, seed: int, size: int,
-                log: Callable[[str], None] = lambda m: None, progress: bool = False) -> AssetSet:
-    """The build's assets: each of backgrounds and foregrounds from the user's folder or rendered."""
-    from . import sources
+                log: Callable[[str], None] = lambda m: None, progress: bool = False,
+                plan_backgrounds: Callable[[int, int], int] = lambda available, n_foregrounds: available,
+                render: RenderBackgrounds | None = None) -> AssetSet:
+    """The build's assets: each of backgrounds and foregrounds from the user's folder or rendered.
 
-    if inputs.bg_dir is None and inputs.fg_dir is None and not inputs.per_sample_depth:
-        return procedural_assets(n_backgrounds or DEFAULT_PROCEDURAL_BACKGROUNDS,
-                                 n_foregrounds or DEFAULT_PROCEDURAL_FOREGROUNDS, seed=seed, size=size)
+    Foregrounds come first: `plan_backgrounds(backgrounds available, foreground count)` says how many
+    backgrounds the plan uses (a --limit build uses a prefix of them) and may refuse the plan; only
+    those are rendered or loaded. `render` renders procedural backgrounds (the build passes a pool of
+    worker processes)."""
+    from . import scenes, sources
+
+    render = render or render_here(seed, size)
     fg_listing = sources.list_folder("--fg", inputs.fg_dir, sources.IMAGE_EXTENSIONS) if inputs.fg_dir else None
     masks = (sources.list_folder("--fg-masks", inputs.fg_masks_dir, sources.IMAGE_EXTENSIONS)
              if inputs.fg_masks_dir else None)
@@ -189,9 +221,6 @@ def load_assets(inputs: UserInputs, n_backgrounds: int | None, n_foregrounds: in
         if listing is not None and listing.skipped:
             log(f"warning: {listing.option} {listing.root}: skipped {len(listing.skipped)} file(s) that are not "
                 f"images: {', '.join(listing.skipped[:5])}{' ...' if len(listing.skipped) > 5 else ''}")
-    procedural = procedural_assets(1 if bg_listing else (n_backgrounds or DEFAULT_PROCEDURAL_BACKGROUNDS),
-                                   1 if fg_listing else (n_foregrounds or DEFAULT_PROCEDURAL_FOREGROUNDS),
-                                   seed=seed, size=size)
     if fg_listing is not None:
         loaded = sources.load_foregrounds(fg_listing, masks, inputs.fg_max_size or default_fg_max_size(size),
                                           n_foregrounds)
@@ -199,10 +228,12 @@ def load_assets(inputs: UserInputs, n_backgrounds: int | None, n_foregrounds: in
         fg_source = {"kind": "folder", "files": len(loaded), "masks": "--fg-masks" if masks else "alpha",
                      "max_side": inputs.fg_max_size or default_fg_max_size(size)}
     else:
-        foregrounds, fg_names, fg_source = procedural.foregrounds, procedural.foreground_names, procedural.source
-        fg_files = None
+        foregrounds, fg_names = procedural_foregrounds(n_foregrounds or DEFAULT_PROCEDURAL_FOREGROUNDS, seed=seed)
+        fg_source, fg_files = procedural_source(seed), None
+    hashes = None
     if bg_listing is not None:
-        backgrounds = sources.load_backgrounds(bg_listing, size, n_backgrounds)
+        files = sources._first(bg_listing, n_backgrounds)  # --backgrounds N beyond the folder is an error
+        backgrounds = sources.load_backgrounds(bg_listing, size, plan_backgrounds(len(files), len(foregrounds)))
         depths, depth_files, depth_info = _background_depths(inputs, backgrounds, size, progress)
         bg_images, bg_names = [b.image for b in backgrounds], [b.name for b in backgrounds]
         bg_files = [{"file": b.name, "file_sha256": b.file_sha256, **extra}
@@ -211,19 +242,25 @@ def load_assets(inputs: UserInputs, n_backgrounds: int | None, n_foregrounds: in
         bg_source = {"kind": "folder", "files": len(backgrounds), "fit": "shorter side scaled to size, centre crop",
                      "ground_top": inputs.ground_top}
     else:
-        bg_images, depths, bg_names = procedural.backgrounds, procedural.background_depths, procedural.background_names
-        ground_tops, bg_source, depth_info = procedural.ground_tops, procedural.source, dict(procedural.depth)
-        bg_files = None
+        rendered = render(plan_backgrounds(n_backgrounds or DEFAULT_PROCEDURAL_BACKGROUNDS, len(foregrounds)))
+        bg_images, depths = [b.image for b in rendered], [b.depth for b in rendered]
+        bg_names = [f"procedural-bg-{i:04d}" for i in range(len(rendered))]
+        ground_tops, bg_source = [b.ground_top for b in rendered], procedural_source(seed)
+        depth_info = {**PROCEDURAL_DEPTH, "far_m": float(scenes.FAR_M)}
+        bg_files, hashes = None, [b.sha256 for b in rendered]
         if inputs.per_sample_depth:
-            depths = _model_depths(inputs.depth_model, bg_images, progress)
+            depths, hashes = _model_depths(inputs.depth_model, bg_images, progress), None
     if inputs.per_sample_depth:
         depth_info = _per_sample_depth_info(inputs.depth_model)
-    source = {"backgrounds": bg_source, "foregrounds": fg_source}
+    if fg_listing is None and bg_listing is None and not inputs.per_sample_depth:
+        source = bg_source  # the embedded default: one procedural source
+    else:
+        source = {"backgrounds": bg_source, "foregrounds": fg_source}
     if inputs.depth_model is not None:  # a changed model file is a changed asset
         source["depth_model"] = inputs.depth_model.describe()
     return AssetSet(backgrounds=bg_images, background_depths=depths, ground_tops=ground_tops, foregrounds=foregrounds,
                     background_names=bg_names, foreground_names=fg_names, source=source, depth=depth_info,
-                    background_files=bg_files, foreground_files=fg_files)
+                    background_files=bg_files, foreground_files=fg_files, background_hashes=hashes)
 
 
 def _background_depths(inputs: UserInputs, backgrounds: list, size: int,

@@ -11,26 +11,31 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import lmdb
 import numpy as np
 
 from . import __version__
 from .assets import (DEFAULT_POSITIONS_FOLDERS, DEFAULT_POSITIONS_PROCEDURAL, DEFAULT_PROCEDURAL_BACKGROUNDS,
-                     DEFAULT_PROCEDURAL_FOREGROUNDS, AssetSet, UserInputs, validate_inputs)
+                     DEFAULT_PROCEDURAL_FOREGROUNDS, AssetSet, RenderedBackground, UserInputs, procedural_background,
+                     validate_inputs)
 from .assets import load_assets as load_asset_set
 from .codecs import DEFAULT_JPEG_QUALITY, DEPTH_STORAGE, FieldCodecs, default_codecs
 from .compose import (MASK_ON, composite, object_depth, paste_depth, paste_mask, pasted_depth_sums,
                       prepare_foreground)
 from .errors import DepthmaskError
 from .procs import worker_context
-from .folder import BuildLock, foreign_entries, prepare_output_folder, remove_dataset, remove_part_locks
+from .folder import (BuildLock, foreign_entries, free_bytes, prepare_output_folder, remove_dataset, remove_part_locks,
+                     storage_error)
 from .format import (BACKGROUNDS_NAME, BUILD_STATE_NAME, FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, SHARDS_DIR,
                      encode_key, pack_record, payload_crc32, read_json, remove_stale_json_tmp, shard_path,
                      shard_sidecar_path, write_json_atomic)
-from .plan import SPLIT_NAMES, SamplePlan, make_split, placements
+from .plan import (SPLIT_NAMES, SPLIT_RULE, SamplePlan, empty_val_reason, manifest_counts, placements,
+                   plan_split)
 from .shards import (DEFAULT_MAP_SIZE, ShardHasher, ShardWriter, close_readonly, iterate_records, remove_lmdb_file,
                      remove_stale_tmp)
 from .stats import ChannelSums, StatsAccumulator, image_sums, summarise
@@ -158,10 +163,101 @@ def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def load_assets(options: BuildOptions, *, progress: bool = False,
-                log: Callable[[str], None] = lambda m: None) -> AssetSet:
+def load_assets(options: BuildOptions, *, progress: bool = False, log: Callable[[str], None] = lambda m: None,
+                plan_backgrounds: Callable[[int, int], int] | None = None,
+                render: Callable[[int], list[RenderedBackground]] | None = None) -> AssetSet:
+    """The assets of a build; `plan_backgrounds` (default: the plan's rule without resource checks)
+    decides how many backgrounds are used, `render` where procedural ones are rendered."""
     return load_asset_set(options.inputs, options.backgrounds, options.foregrounds, seed=options.seed,
-                          size=options.size, log=log, progress=progress)
+                          size=options.size, log=log, progress=progress,
+                          plan_backgrounds=plan_backgrounds or (lambda available, n_fg:
+                                                                sample_plan(options, available, n_fg).used_backgrounds),
+                          render=render)
+
+
+def sample_plan(options: BuildOptions, n_backgrounds: int, n_foregrounds: int) -> SamplePlan:
+    return SamplePlan(n_backgrounds, n_foregrounds, options.resolved_positions, options.flip, options.limit)
+
+
+# ---- backgrounds: rendered, encoded and summed in worker processes -------------------------------
+# Below this many backgrounds per worker, starting a pool costs more than it saves.
+MIN_BACKGROUNDS_PER_WORKER = 4
+
+
+@dataclass
+class StoredBackground:
+    """A background as backgrounds.lmdb stores it, and the exact sums of its decoded stored image."""
+
+    image: bytes
+    depth: bytes
+    sums: ChannelSums
+
+
+def encode_background(codecs: FieldCodecs, image: np.ndarray, depth: np.ndarray) -> StoredBackground:
+    data = codecs.fg_bg.encode(image)
+    s, q = image_sums(codecs.fg_bg.decode(data))
+    sums = ChannelSums(3)
+    sums.add(s, q, image.shape[0] * image.shape[1])
+    return StoredBackground(data, codecs.background_depth.encode(depth), sums)
+
+
+_RENDER_CODECS: FieldCodecs | None = None
+
+
+def _init_render_worker(build_pid: int, jpeg_quality: int, depth_storage: str) -> None:
+    global _RENDER_CODECS
+    import cv2
+
+    cv2.setNumThreads(1)
+    _RENDER_CODECS = default_codecs(jpeg_quality, depth_storage)
+    _watch_parent(build_pid)
+
+
+def _render_background_task(index: int, seed: int, size: int) -> tuple[RenderedBackground, StoredBackground]:
+    rendered = procedural_background(index, seed=seed, size=size)
+    return rendered, encode_background(_RENDER_CODECS, rendered.image, rendered.depth)
+
+
+class BackgroundPass:
+    """Renders the first N procedural backgrounds in a pool of worker processes (each returns the
+    arrays composed, their hash, ground row, stored encodings and exact sums), or here when there are
+    too few to pay for a pool. The stored encodings are kept for _write_backgrounds."""
+
+    def __init__(self, options: BuildOptions, codecs: FieldCodecs):
+        self.options = options
+        self.codecs = codecs
+        self.rendered: list[RenderedBackground] | None = None
+        self.stored: list[StoredBackground] | None = None
+
+    def __call__(self, count: int) -> list[RenderedBackground]:
+        options = self.options
+        workers = min(options.workers or os.cpu_count() or 1, count // MIN_BACKGROUNDS_PER_WORKER)
+        if workers <= 1:
+            self.rendered = [procedural_background(i, seed=options.seed, size=options.size) for i in range(count)]
+            self.stored = [encode_background(self.codecs, b.image, b.depth) for b in self.rendered]
+            return self.rendered
+        initargs = (os.getpid(), options.jpeg_quality, options.resolved_depth_storage)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=_init_render_worker,
+                                 initargs=initargs) as pool:
+            try:
+                results = list(pool.map(_render_background_task, range(count), [options.seed] * count,
+                                        [options.size] * count, chunksize=max(1, count // (workers * 8))))
+            except BrokenProcessPool:
+                raise DepthmaskError("a worker rendering backgrounds died unexpectedly (killed, or out of "
+                                     "memory?); run the same command again") from None
+        self.rendered = [rendered for rendered, _ in results]
+        self.stored = [stored for _, stored in results]
+        return self.rendered
+
+    def stored_for(self, assets: AssetSet) -> list[StoredBackground]:
+        """The stored form of each background of `assets`: from the workers where the arrays are the
+        ones they rendered (per-sample depth replaces the depths), else encoded here."""
+        out = []
+        for i, (image, depth) in enumerate(zip(assets.backgrounds, assets.background_depths)):
+            mine = self.rendered is not None and i < len(self.rendered) and \
+                self.rendered[i].image is image and self.rendered[i].depth is depth
+            out.append(self.stored[i] if mine else encode_background(self.codecs, image, depth))
+        return out
 
 
 def shard_ranges(count: int, shard_size: int) -> list[tuple[int, int]]:
@@ -239,17 +335,20 @@ def _watch_parent(pid: int) -> None:
 
 
 def _build_shard_task(shard_id: int, start: int, stop: int) -> dict[str, Any]:
+    return build_shard_reporting(_CONTEXT, shard_id, start, stop)
+
+
+def build_shard_reporting(context: _WorkerContext, shard_id: int, start: int, stop: int) -> dict[str, Any]:
+    """build_shard with every failure as one line (a worker's traceback never reaches the user)."""
+    final = shard_path(context.root, shard_id)
     try:
-        return build_shard(_CONTEXT, shard_id, start, stop)
+        return build_shard(context, shard_id, start, stop)
     except DepthmaskError:
         raise
-    except OSError as exc:
-        raise DepthmaskError(f"{shard_path(_CONTEXT.root, shard_id)}: {exc.strerror or exc}") from None
+    except (OSError, lmdb.Error) as exc:  # a full disk among them
+        raise storage_error(exc, context.root, final) from None
     except Exception as exc:  # noqa: BLE001 - surfaced to the parent as one line, not a pickled traceback
-        name = type(exc).__name__
-        if name in ("DiskError", "Error", "MapFullError"):  # lmdb errors, e.g. ENOSPC
-            raise DepthmaskError(f"{shard_path(_CONTEXT.root, shard_id)}: LMDB write failed: {exc}") from None
-        raise DepthmaskError(f"shard {shard_id}: build failed: {name}: {exc}") from None
+        raise DepthmaskError(f"shard {shard_id}: build failed: {type(exc).__name__}: {exc}") from None
 
 
 def shard_samples(context: _WorkerContext, start: int, stop: int) -> dict[str, np.ndarray]:
@@ -368,9 +467,26 @@ def build_dataset(options: BuildOptions, *, progress: bool = True,
     """Build (or resume, or finish merging) the dataset described by `options` into options.output."""
     validate_options(options)
     started = time.perf_counter()
-    # the user's files are read and checked before anything is written: a bad input leaves no trace
-    assets = load_assets(options, progress=progress, log=log) if options.uses_folders else None
-    root = prepare_output_folder(Path(options.output))
+    output = Path(options.output)
+    codecs = default_codecs(options.jpeg_quality, options.resolved_depth_storage)
+    renderer = BackgroundPass(options, codecs)
+
+    def plan_backgrounds(available: int, n_foregrounds: int) -> int:
+        plan = sample_plan(options, available, n_foregrounds)
+        check_resources(options, output, plan)
+        return plan.used_backgrounds
+
+    def assets_of_plan() -> AssetSet:
+        return load_assets(options, progress=progress, log=log, plan_backgrounds=plan_backgrounds, render=renderer)
+
+    if options.uses_folders:
+        # the user's files are read and checked before anything is written: a bad input leaves no trace
+        assets = assets_of_plan()
+    else:  # the embedded default: sizes are checked before the folder is touched, scenes rendered later
+        plan_backgrounds(options.backgrounds or DEFAULT_PROCEDURAL_BACKGROUNDS,
+                         options.foregrounds or DEFAULT_PROCEDURAL_FOREGROUNDS)
+        assets = None
+    root = prepare_output_folder(output)
     _refuse_foreign_folder(root)
     lock = BuildLock(root, options.part)
     with lock:
@@ -379,18 +495,21 @@ def build_dataset(options: BuildOptions, *, progress: bool = True,
             if options.part is None:
                 lock.release(remove=True)
             return existing
-        (root / SHARDS_DIR).mkdir(exist_ok=True)
-        if options.part is None:  # alone in the folder: leftovers of killed runs can go
-            remove_stale_tmp(root / BACKGROUNDS_NAME)
         if assets is None:
-            assets = load_assets(options, progress=progress, log=log)
-        n_bg, n_fg = len(assets.backgrounds), len(assets.foregrounds)
-        plan = SamplePlan(n_bg, n_fg, options.resolved_positions, options.flip, options.limit)
-        split = make_split(n_bg, n_fg, options.val_fraction, options.seed)
-        codecs = default_codecs(options.jpeg_quality, options.resolved_depth_storage)
+            assets = assets_of_plan()
+        plan = sample_plan(options, len(assets.backgrounds), len(assets.foregrounds))
+        split = plan_split(plan, options.val_fraction, options.seed)
+        reason = empty_val_reason(plan, split, options.val_fraction)
+        if reason:
+            log(f"warning: the val split is empty ({reason}); dm-train needs one: build more samples "
+                "(--limit, --backgrounds, --foregrounds) or a larger --val-fraction")
         asset_description = assets.describe()
-        _record_build_state(root, options, asset_description)
-        bg_sums = _write_backgrounds(root, assets, codecs, options)
+        with cleaned_on_storage_error(root, [root / BUILD_STATE_NAME]):
+            (root / SHARDS_DIR).mkdir(exist_ok=True)
+            if options.part is None:  # alone in the folder: leftovers of killed runs can go
+                remove_stale_tmp(root / BACKGROUNDS_NAME)
+            _record_build_state(root, options, asset_description)
+            bg_sums = _write_backgrounds(root, assets, renderer.stored_for(assets))
         ranges = shard_ranges(plan.count, options.shard_size)
         todo = _shards_to_build(root, ranges, options)
         if options.merge_only and todo:
@@ -403,7 +522,13 @@ def build_dataset(options: BuildOptions, *, progress: bool = True,
             log(f"building {built:,} samples in {len(todo)} shard(s) into {root}"
                 + (f" (part {options.part[0]}/{options.part[1]})" if options.part else "")
                 + (f"; {already} shard(s) already done, resuming" if already else ""))
-            _run_shards(context, todo, options, progress)
+            try:
+                _run_shards(context, todo, options, progress)
+            except BaseException:  # the workers are gone: their temporaries go too (the shards are this run's)
+                for shard_id, _, _ in todo:
+                    remove_stale_tmp(shard_path(root, shard_id))
+                    remove_stale_json_tmp(shard_sidecar_path(root, shard_id))
+                raise
         if options.part is not None:
             seconds = time.perf_counter() - started
             return BuildSummary(root, False, plan.count, len(_shards_in_part(ranges, options)), built, seconds,
@@ -411,7 +536,8 @@ def build_dataset(options: BuildOptions, *, progress: bool = True,
                                 notes=[f"part {options.part[0]}/{options.part[1]} done; when every part is done, "
                                        f"run the same command with --merge instead of --part to write the manifest"])
         manifest = _merge_manifest(root, options, plan, split, codecs, assets, asset_description, ranges)
-        write_json_atomic(root / MANIFEST_NAME, manifest)
+        with cleaned_on_storage_error(root, [root / MANIFEST_NAME]):
+            write_json_atomic(root / MANIFEST_NAME, manifest)
         (root / BUILD_STATE_NAME).unlink(missing_ok=True)
         for name in (MANIFEST_NAME, BUILD_STATE_NAME):  # of builds killed while writing them
             remove_stale_json_tmp(root / name)
@@ -419,6 +545,80 @@ def build_dataset(options: BuildOptions, *, progress: bool = True,
         remove_part_locks(root)
         seconds = time.perf_counter() - started
         return BuildSummary(root, True, plan.count, len(ranges), built, seconds, manifest["sizes"]["total_on_disk"])
+
+
+@contextmanager
+def cleaned_on_storage_error(root: Path, json_files: list[Path]):
+    """Writes of the parent: a failed write (full disk, I/O error) is one line naming the folder, and
+    leaves no temporary of `json_files` (the LMDB writer removes its own)."""
+    try:
+        yield
+    except (OSError, lmdb.Error) as exc:
+        for path in json_files:
+            remove_stale_json_tmp(path)
+        raise storage_error(exc, root) from None
+
+
+# ---- sizes the plan implies, checked before anything is rendered or written ----------------------
+# Measured on the default (224 px, delta depth): ~11.9 KB per sample, ~22 KB per stored background;
+# both scale with the pixel count. Full depth PNGs add ~7 KB per sample.
+SAMPLE_BYTES_224 = 12 * 1024
+FULL_DEPTH_BYTES_224 = 7 * 1024
+BACKGROUND_BYTES_224 = 22 * 1024
+
+
+def check_resources(options: BuildOptions, output: Path, plan: SamplePlan) -> None:
+    """Refuse, in one line, a plan whose samples would not fit on the disk or whose assets would not
+    fit in memory (the parent and each worker hold every background and foreground of the plan)."""
+    scale = (options.size / 224) ** 2
+    per_sample = (SAMPLE_BYTES_224 + (FULL_DEPTH_BYTES_224 if options.resolved_depth_storage == "full" else 0)) * scale
+    remaining = max(0, plan.count - _samples_done(output, options.shard_size))
+    need_disk = int(remaining * per_sample + plan.used_backgrounds * BACKGROUND_BYTES_224 * scale)
+    free = free_bytes(output)
+    if free is not None and need_disk > free:
+        raise DepthmaskError(f"{output}: this plan has {plan.count:,} samples ({_plan_words(plan)}), about "
+                             f"{_gib(need_disk)} on disk at ~{per_sample / 1024:.0f} KB/sample, but only "
+                             f"{_gib(free)} is free there; lower --limit, --positions, --backgrounds or "
+                             "--foregrounds")
+    processes = 1 + (options.workers or os.cpu_count() or 1)
+    fg_side = options.inputs.fg_max_size or options.size * 5 // 7
+    per_process = plan.used_backgrounds * options.size ** 2 * 5 + plan.n_foregrounds * fg_side ** 2 * 4 * 3
+    need_memory = per_process * processes
+    available = available_memory()
+    if available is not None and need_memory > available:
+        raise DepthmaskError(f"{output}: this plan's {plan.used_backgrounds:,} backgrounds and "
+                             f"{plan.n_foregrounds:,} foregrounds need about {_gib(need_memory)} of memory in "
+                             f"{processes} processes, but {_gib(available)} is available; lower --backgrounds, "
+                             "--foregrounds, --limit or --workers")
+
+
+def _plan_words(plan: SamplePlan) -> str:
+    return (f"{plan.used_backgrounds:,} backgrounds x {plan.n_foregrounds:,} foregrounds x {plan.positions:,} "
+            f"positions x {plan.variants}" + (f", first {plan.limit:,}" if plan.limit is not None else ""))
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.0f} MiB"
+
+
+def _samples_done(output: Path, shard_size: int) -> int:
+    """An upper bound of the samples an interrupted build already wrote (its finished shards)."""
+    try:
+        return shard_size * sum(1 for name in os.listdir(output / SHARDS_DIR) if name.endswith(".json"))
+    except OSError:
+        return 0
+
+
+def available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo (Linux), None where unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _refuse_foreign_folder(root: Path) -> None:
@@ -437,11 +637,7 @@ def _check_existing(root: Path, options: BuildOptions, assets: dict[str, Any] | 
     manifest_path = root / MANIFEST_NAME
     state_path = root / BUILD_STATE_NAME
     if options.overwrite and (manifest_path.exists() or state_path.exists()):
-        foreign = foreign_entries(root)
-        if foreign:
-            raise DepthmaskError(f"{root}: holds files that are not part of a dataset ({', '.join(foreign[:5])}); "
-                                 "refusing to overwrite: choose an empty or new folder")
-        remove_dataset(root)
+        remove_dataset(root)  # exactly what a build writes; refused when anything else is there
         return None
     if manifest_path.exists():
         manifest = read_json(manifest_path, "manifest")
@@ -498,26 +694,19 @@ def _changed_assets(old: dict[str, Any], new: dict[str, Any]) -> str:
     return ", ".join(changed[:5]) or "unknown"
 
 
-def _write_backgrounds(root: Path, assets: AssetSet, codecs: FieldCodecs, options: BuildOptions) -> list[ChannelSums]:
-    """Store every background once (JPEG as fg_bg, plus its depth); return exact sums of the decoded
-    stored images, which every sample's `bg` statistics are made of."""
-    encoded = [codecs.fg_bg.encode(img) for img in assets.backgrounds]
-    sums = []
-    for data in encoded:
-        s, q = image_sums(codecs.fg_bg.decode(data))
-        cs = ChannelSums(3)
-        cs.add(s, q, options.size * options.size)
-        sums.append(cs)
+def _write_backgrounds(root: Path, assets: AssetSet, stored: list[StoredBackground]) -> list[ChannelSums]:
+    """Store every background of the plan once (JPEG as fg_bg, plus its depth); return exact sums of
+    the decoded stored images, which every sample's `bg` statistics are made of."""
     final = root / BACKGROUNDS_NAME
     if not final.exists():
         # a per-process temporary name: the parts of a partitioned build may all get here at once
         tmp = final.with_name(f"{BACKGROUNDS_NAME}.tmp-{os.getpid()}")
-        with ShardWriter(final, tmp=tmp, map_size=max(64 << 20, 4 * sum(map(len, encoded)))) as writer:
-            for i, data in enumerate(encoded):
-                writer.put(i, pack_record({"image": data, "depth": codecs.background_depth.encode(assets.background_depths[i]),
+        with ShardWriter(final, tmp=tmp, map_size=max(64 << 20, 4 * sum(len(b.image) + len(b.depth) for b in stored))) as writer:
+            for i, background in enumerate(stored):
+                writer.put(i, pack_record({"image": background.image, "depth": background.depth,
                                            "name": assets.background_names[i],
                                            "ground_top": assets.ground_tops[i]}))
-    return sums
+    return [background.sums for background in stored]
 
 
 def _shards_in_part(ranges: list[tuple[int, int]], options: BuildOptions) -> list[tuple[int, int, int]]:
@@ -536,7 +725,8 @@ def _shards_to_build(root: Path, ranges: list[tuple[int, int]], options: BuildOp
         sidecar = shard_sidecar_path(root, shard_id)
         if final.exists() and sidecar.exists():
             entry = read_json(sidecar, "shard sidecar")
-            if entry.get("content") == options.content() and (entry.get("start"), entry.get("stop")) == (start, stop):
+            if entry.get("content") == options.content() and (entry.get("start"), entry.get("stop")) == (start, stop) \
+                    and set(entry.get("split_counts", {})) == set(SPLIT_NAMES):  # (not a sidecar of older splits)
                 continue
         if not options.merge_only:
             remove_stale_tmp(final)
@@ -559,7 +749,7 @@ def _run_shards(context: _WorkerContext, todo: list[tuple[int, int, int]], optio
         if workers == 1:
             _init_worker_inline(context, bar)
             for shard_id, start, stop in todo:
-                build_shard(context, shard_id, start, stop)
+                build_shard_reporting(context, shard_id, start, stop)
             return
         _run_pool(context, todo, workers, bar)
     finally:
@@ -639,7 +829,7 @@ def _merge_manifest(root: Path, options: BuildOptions, plan: SamplePlan, split: 
     bg_bytes = (root / BACKGROUNDS_NAME).stat().st_size
     shard_bytes = sum(s["bytes"] for s in shards)
     stats = {"all": summarise(acc.total())}
-    for name in ("train", "val"):
+    for name in SPLIT_NAMES:
         if split_counts[name]:
             stats[name] = summarise(acc.total((name,)))
     return {
@@ -656,8 +846,8 @@ def _merge_manifest(root: Path, options: BuildOptions, plan: SamplePlan, split: 
                                 "variants = 2 with flip, else 1",
                  "placement": "x, y from SplitMix64(seed, index // variants); flipped twins share the placement"},
         "split": {"val_backgrounds": list(split.val_backgrounds), "val_foregrounds": list(split.val_foregrounds),
-                  "counts": split_counts,
-                  "rule": "train: bg and fg both not held out; val: both held out; mixed: one held out (in neither)"},
+                  "counts": manifest_counts(split_counts),
+                  "rule": SPLIT_RULE},
         "build": {"content": options.content(), "seed": options.seed, "shard_size": options.shard_size},
         "assets": asset_description,
         "backgrounds": {"path": BACKGROUNDS_NAME, "records": len(assets.backgrounds), "sha256": hasher.hexdigest(),

@@ -4,13 +4,26 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import shutil
 from pathlib import Path
 
 from .errors import DepthmaskError
 from .format import BACKGROUNDS_NAME, BUILD_STATE_NAME, LOCK_NAME, MANIFEST_NAME, SHARDS_DIR
 
-OWN_NAMES = {MANIFEST_NAME, BUILD_STATE_NAME, LOCK_NAME, SHARDS_DIR, BACKGROUNDS_NAME}
+# Every name a build writes, and nothing else: the one list behind the foreign-folder check and
+# --overwrite's removal. Temporaries end in .tmp-PID (LMDB files) or are .NAME.tmp-PID (JSON files).
+_LMDB = r"(\.tmp(-[0-9]+)?|-lock)?"
+TOP_LEVEL_FILES = [re.compile(p) for p in (
+    re.escape(MANIFEST_NAME), re.escape(BUILD_STATE_NAME), re.escape(LOCK_NAME),
+    rf"\.{re.escape(MANIFEST_NAME)}\.tmp-[0-9]+", rf"\.{re.escape(BUILD_STATE_NAME)}\.tmp-[0-9]+",
+    re.escape(BACKGROUNDS_NAME) + _LMDB, r"\.part-[0-9]+-of-[0-9]+\.lock", r"\.write-probe-[0-9]+")]
+SHARD_FILES = [re.compile(p) for p in (
+    r"shard-[0-9]{5,}\.lmdb" + _LMDB, r"shard-[0-9]{5,}\.json", r"\.shard-[0-9]{5,}\.json\.tmp-[0-9]+")]
+
+
+def _ours(name: str, patterns: list[re.Pattern]) -> bool:
+    return any(p.fullmatch(name) for p in patterns)
 
 
 def prepare_output_folder(root: Path) -> Path:
@@ -35,19 +48,26 @@ def prepare_output_folder(root: Path) -> Path:
 
 
 def foreign_entries(root: Path) -> list[str]:
-    """Names in the folder that a build did not make (temporary files of ours are ours)."""
+    """Paths (relative to root) of everything in the folder, at any depth, that a build does not
+    write: another file, a folder, a link, a name that merely looks like ours."""
+    root = Path(root)
     out = []
     for name in sorted(os.listdir(root)):
-        if name in OWN_NAMES or name.startswith(("." + MANIFEST_NAME, "." + BUILD_STATE_NAME, BACKGROUNDS_NAME)):
-            continue
-        if name.startswith(".write-probe-") or is_part_lock(name):
-            continue
-        out.append(name)
+        path = root / name
+        if name == SHARDS_DIR and path.is_dir() and not path.is_symlink():
+            out += [f"{SHARDS_DIR}/{inner}" for inner in sorted(os.listdir(path))
+                    if not (_ours(inner, SHARD_FILES) and _plain_file(path / inner))]
+        elif not (_ours(name, TOP_LEVEL_FILES) and _plain_file(path)):
+            out.append(name)
     return out
 
 
+def _plain_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
 def is_part_lock(name: str) -> bool:
-    return name.startswith(".part-") and name.endswith(".lock")
+    return re.fullmatch(r"\.part-[0-9]+-of-[0-9]+\.lock", name) is not None
 
 
 def remove_part_locks(root: Path) -> None:
@@ -57,16 +77,57 @@ def remove_part_locks(root: Path) -> None:
 
 
 def remove_dataset(root: Path) -> None:
-    """Delete what a build made, the manifest first, so no reader sees a dataset half gone."""
+    """Delete exactly what a build writes, the manifest first, so no reader sees a dataset half gone.
+    Refuses (before removing anything) a folder that holds anything else."""
+    root = Path(root)
+    foreign = foreign_entries(root)
+    if foreign:
+        raise DepthmaskError(f"{root}: holds files that are not part of a dataset ({', '.join(foreign[:5])}"
+                             f"{' ...' if len(foreign) > 5 else ''}); refusing to overwrite: move them away or "
+                             "choose an empty or new folder")
     for name in (MANIFEST_NAME, BUILD_STATE_NAME):
-        try:
-            (root / name).unlink()
-        except FileNotFoundError:
-            pass
-    shutil.rmtree(root / SHARDS_DIR, ignore_errors=True)
+        (root / name).unlink(missing_ok=True)
+    shards = root / SHARDS_DIR
+    if shards.is_dir():
+        for name in os.listdir(shards):
+            if _ours(name, SHARD_FILES):
+                (shards / name).unlink(missing_ok=True)
+        shards.rmdir()
     for name in os.listdir(root):
-        if name.startswith(BACKGROUNDS_NAME):
-            (root / name).unlink()
+        if _ours(name, TOP_LEVEL_FILES) and name != LOCK_NAME and not is_part_lock(name):
+            (root / name).unlink(missing_ok=True)
+
+
+# ---- storage ------------------------------------------------------------------------------------
+# Below this much free space a failed write is taken for a full disk.
+FULL_DISK_BYTES = 64 << 20
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free space of the file system holding `path` (or its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def storage_error(exc: BaseException, root: Path, path: Path | None = None) -> DepthmaskError:
+    """A failed write as one line: a full disk (ENOSPC, a quota, or LMDB's 'Input/output error' with
+    hardly any space left) says so and names the folder; another failure names the file and cause."""
+    where = path or root
+    code = getattr(exc, "errno", None)
+    text = getattr(exc, "strerror", None) or str(exc)
+    free = free_bytes(root)
+    full = code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "quota" in text.lower() or (
+        ("Input/output error" in text or code == errno.EIO) and free is not None and free < FULL_DISK_BYTES)
+    if full:
+        left = f"{free / 2**20:,.0f} MiB free" if free is not None else "free space unknown"
+        return DepthmaskError(f"{root}: the disk is full ({left}; writing {Path(where).name} failed: {text}); "
+                              "free some space, then run the same command again to resume")
+    return DepthmaskError(f"{where}: write failed: {text}")
 
 
 class BuildLock:

@@ -47,6 +47,22 @@ class SamplePlan:
     def count(self) -> int:
         return self.full_count if self.limit is None else min(self.limit, self.full_count)
 
+    @property
+    def per_background(self) -> int:
+        return self.n_foregrounds * self.positions * self.variants
+
+    @property
+    def used_backgrounds(self) -> int:
+        """Backgrounds with at least one sample (index order is background-major: a prefix)."""
+        return min(self.n_backgrounds, -(-self.count // self.per_background))
+
+    @property
+    def used_foregrounds(self) -> int:
+        """Foregrounds with at least one sample: all of them unless only background 0 is used."""
+        if self.used_backgrounds > 1:
+            return self.n_foregrounds
+        return min(self.n_foregrounds, -(-self.count // (self.positions * self.variants)))
+
     def locate(self, index: np.ndarray | int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Sample index (array) -> (bg, fg, position, flipped) arrays."""
         index = np.asarray(index, dtype=np.int64)
@@ -61,6 +77,14 @@ class SamplePlan:
     def placement_key(self, index: np.ndarray) -> np.ndarray:
         """The flipped twin shares its placement: both variants of a pair get the same key."""
         return np.asarray(index, dtype=np.int64) // self.variants
+
+
+def needed_backgrounds(limit: int | None, n_foregrounds: int, positions: int, flip: bool) -> int | None:
+    """How many backgrounds the first `limit` samples use (None: no limit, all of them), known before
+    any background exists, so only those are rendered or loaded."""
+    if limit is None:
+        return None
+    return -(-limit // (n_foregrounds * positions * (2 if flip else 1)))
 
 
 def mix64(seed: int, key: np.ndarray, stream: int) -> np.ndarray:
@@ -102,32 +126,78 @@ def placements(
     return x, bottom - fg_height + 1
 
 
+SPLIT_NAMES = ("train", "val", "unseen_bg", "unseen_fg")
+SPLIT_RULE = ("train: neither the background nor the foreground is held out; val: both are; unseen_bg: a held-out "
+              "background with a training foreground; unseen_fg: a training background with a held-out foreground. "
+              "A kind with no held-out asset (a single one used) is no criterion: val is then the held-out assets "
+              "of the other kind, shown with the shared one, and unseen_bg / unseen_fg are empty")
+
+
 @dataclass(frozen=True)
 class Split:
-    """Held-out backgrounds and foregrounds. 'train' pairs use neither, 'val' pairs use both;
-    pairs that mix a held-out asset with a training one are 'mixed' and belong to neither, so no
-    background or foreground seen in training appears in validation."""
+    """Held-out backgrounds and foregrounds. 'train' pairs use neither and 'val' pairs use both, so no
+    background or foreground seen in training appears in validation; pairs that mix a held-out asset
+    with a training one are the generalisation splits 'unseen_bg' and 'unseen_fg'.
+
+    An empty held-out list means that kind is not held out (one asset of it is used): then 'val' is
+    every sample of the other kind's held-out assets, and nothing is 'unseen_*'."""
 
     val_backgrounds: tuple[int, ...]
     val_foregrounds: tuple[int, ...]
 
     def assign(self, bg: np.ndarray, fg: np.ndarray) -> np.ndarray:
-        """Per sample: 0 = train, 1 = val, 2 = mixed."""
+        """Per sample, the index into SPLIT_NAMES: 0 train, 1 val, 2 unseen_bg, 3 unseen_fg."""
         bg_val = np.isin(bg, self.val_backgrounds)
         fg_val = np.isin(fg, self.val_foregrounds)
-        return np.where(bg_val & fg_val, 1, np.where(bg_val | fg_val, 2, 0)).astype(np.int8)
+        if not self.val_backgrounds:  # a kind not held out follows the other
+            bg_val = fg_val
+        if not self.val_foregrounds:
+            fg_val = bg_val
+        return np.where(bg_val & fg_val, 1, np.where(bg_val, 2, np.where(fg_val, 3, 0))).astype(np.int8)
+
+    def counts(self, plan: SamplePlan) -> dict[str, int]:
+        """Samples per split, computed per (background, foreground) pair of the plan (no array of the
+        sample count's length)."""
+        bg = np.repeat(np.arange(plan.used_backgrounds, dtype=np.int64), plan.n_foregrounds)
+        fg = np.tile(np.arange(plan.n_foregrounds, dtype=np.int64), plan.used_backgrounds)
+        per_pair = plan.positions * plan.variants
+        samples = np.clip(plan.count - (bg * plan.n_foregrounds + fg) * per_pair, 0, per_pair)
+        assigned = self.assign(bg, fg)
+        return {name: int(samples[assigned == k].sum()) for k, name in enumerate(SPLIT_NAMES)}
 
 
-SPLIT_NAMES = ("train", "val", "mixed")
+def manifest_counts(counts: dict[str, int]) -> dict[str, int]:
+    """split.counts as the manifest stores them: each split, plus 'mixed' (version 1's name for the
+    samples in neither train nor val) kept as unseen_bg + unseen_fg."""
+    return {**counts, "mixed": counts["unseen_bg"] + counts["unseen_fg"]}
 
 
 def make_split(n_backgrounds: int, n_foregrounds: int, val_fraction: float, seed: int) -> Split:
+    """Hold out round(n * val_fraction) (at least 1, at most n - 1) of the n backgrounds and of the n
+    foregrounds a plan uses (SamplePlan.used_backgrounds / used_foregrounds): with every asset used this
+    is the split of the whole set; a small build holds out among the assets it has."""
     if not 0.0 <= val_fraction < 1.0:
         raise DepthmaskError(f"--val-fraction: must be in [0, 1), got {val_fraction}")
     return Split(
         val_backgrounds=_held_out(n_backgrounds, val_fraction, seed, 0),
         val_foregrounds=_held_out(n_foregrounds, val_fraction, seed, 1),
     )
+
+
+def plan_split(plan: SamplePlan, val_fraction: float, seed: int) -> Split:
+    """The split of a plan: held-out assets among those it uses."""
+    return make_split(plan.used_backgrounds, plan.used_foregrounds, val_fraction, seed)
+
+
+def empty_val_reason(plan: SamplePlan, split: Split, val_fraction: float) -> str | None:
+    """Why a plan's val split is empty (None when it is not), in words for the build's warning."""
+    if split.counts(plan)["val"]:
+        return None
+    if val_fraction == 0.0:
+        return "--val-fraction is 0"
+    if plan.used_backgrounds < 2 and plan.used_foregrounds < 2:
+        return "the plan uses a single background and a single foreground, so nothing can be held out"
+    return "no sample pairs a held-out background with a held-out foreground"
 
 
 def _held_out(n: int, fraction: float, seed: int, kind: int) -> tuple[int, ...]:

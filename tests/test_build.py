@@ -70,8 +70,10 @@ def test_manifest_has_every_documented_field(tiny_dataset, tiny_manifest, assets
     # split
     split = m["split"]
     assert len(split["val_backgrounds"]) == 1 and len(split["val_foregrounds"]) == 1
-    assert sum(split["counts"].values()) == TINY_COUNT
-    assert split["counts"] == {"train": 3 * 3 * 4, "val": 1 * 1 * 4, "mixed": (3 + 3) * 4}
+    assert sum(split["counts"][name] for name in SPLIT_NAMES) == TINY_COUNT
+    assert split["counts"] == {"train": 3 * 3 * 4, "val": 1 * 1 * 4, "unseen_bg": 1 * 3 * 4, "unseen_fg": 3 * 1 * 4,
+                               "mixed": (3 + 3) * 4}  # 'mixed': version 1's name, kept as unseen_bg + unseen_fg
+    assert "unseen_bg" in split["rule"] and "unseen_fg" in split["rule"]
     # build options and seed
     assert m["build"]["seed"] == 0 and m["build"]["shard_size"] == 16
     assert m["build"]["content"] == {"seed": 0, "backgrounds": 4, "foregrounds": 4, "positions": 2, "flip": True,
@@ -99,8 +101,8 @@ def test_manifest_has_every_documented_field(tiny_dataset, tiny_manifest, assets
         assert s["records"] == s["stop"] - s["start"]
         assert _is_sha256(s["sha256"])
         assert s["bytes"] == (tiny_dataset / s["path"]).stat().st_size
-    # statistics: all, train, val; mean/std per channel in RGB order
-    assert set(m["stats"]) == {"all", "train", "val"}
+    # statistics: all and each split; mean/std per channel in RGB order
+    assert set(m["stats"]) == {"all", "train", "val", "unseen_bg", "unseen_fg"}
     for split_name, fields in m["stats"].items():
         assert set(fields) == {"bg", "fg_bg", "mask", "depth"}
         for name, st in fields.items():
@@ -253,6 +255,12 @@ def test_split_indices_follow_the_manifest(tiny_dataset, tiny_manifest):
     for i in parts["val"]:
         r = reader.record(int(i))
         assert r["bg"] in val_bg and r["fg"] in val_fg
+    for i in parts["unseen_bg"]:
+        r = reader.record(int(i))
+        assert r["bg"] in val_bg and r["fg"] not in val_fg
+    for i in parts["unseen_fg"]:
+        r = reader.record(int(i))
+        assert r["bg"] not in val_bg and r["fg"] in val_fg
 
 
 def test_manifest_stats_equal_numpy_over_decoded_dataset(tiny_dataset, tiny_manifest):
@@ -266,14 +274,15 @@ def test_manifest_stats_equal_numpy_over_decoded_dataset(tiny_dataset, tiny_mani
             fields["fg_bg"].append(s["fg_bg"].reshape(-1, 3)[:, ::-1] / 255.0)
             fields["mask"].append(s["mask"].reshape(-1, 1) / 255.0)
             fields["depth"].append(s["depth"].reshape(-1, 1) / 65535.0)
-    for split, names in (("all", SPLIT_NAMES), ("train", ("train",)), ("val", ("val",))):
+    for split, names in (("all", SPLIT_NAMES), *((name, (name,)) for name in SPLIT_NAMES)):
         for field in ("bg", "fg_bg", "mask", "depth"):
             values = np.concatenate([a for n in names for a in by_split[n][field]]).astype(np.float64)
             stored = tiny_manifest["stats"][split][field]
             np.testing.assert_allclose(stored["mean"], values.mean(axis=0), rtol=1e-10, atol=1e-12)
             np.testing.assert_allclose(stored["std"], values.std(axis=0), rtol=1e-10, atol=1e-12)
     assert reader.stats("train") == tiny_manifest["stats"]["train"]
-    assert reader.stats("mixed") == tiny_manifest["stats"]["all"]
+    assert reader.stats("unseen_fg") == tiny_manifest["stats"]["unseen_fg"]
+    assert reader.stats("no such split") == tiny_manifest["stats"]["all"]
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +326,7 @@ def test_limit_and_no_flip(tmp_path):
         r = reader.record(i)
         assert r["flip"] is False
         assert (r["bg"], r["fg"]) == tuple(int(v) for v in plan.locate(i)[:2])
-    assert sum(m["split"]["counts"].values()) == 20
+    assert sum(m["split"]["counts"][name] for name in SPLIT_NAMES) == 20
 
 
 def test_full_depth_storage_decodes_alone_and_equals_delta(tmp_path, tiny_dataset):

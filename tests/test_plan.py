@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from pipeline.errors import DepthmaskError
-from pipeline.plan import SamplePlan, Split, make_split, mix64, placements, uniform01
+from pipeline.plan import (SPLIT_NAMES, SamplePlan, Split, empty_val_reason, make_split, mix64, needed_backgrounds,
+                           placements, plan_split, uniform01)
 
 
 def _splitmix64_reference(seed: int, key: int, stream: int) -> int:
@@ -139,10 +140,11 @@ def _assert_disjoint(split: Split, n_bg: int, n_fg: int) -> tuple[set, set]:
     assert set(fg[val].tolist()) == set(split.val_foregrounds)
     assert not set(bg[train].tolist()) & set(split.val_backgrounds)
     assert not set(fg[train].tolist()) & set(split.val_foregrounds)
-    # mixed pairs use exactly one held-out asset
-    mixed = assign == 2
-    one = np.isin(bg, split.val_backgrounds) ^ np.isin(fg, split.val_foregrounds)
-    assert np.array_equal(mixed, one)
+    # the generalisation splits: exactly one held-out asset, of the kind they are named after
+    held_bg, held_fg = np.isin(bg, split.val_backgrounds), np.isin(fg, split.val_foregrounds)
+    assert np.array_equal(assign == 2, held_bg & ~held_fg)
+    assert np.array_equal(assign == 3, held_fg & ~held_bg)
+    assert SPLIT_NAMES == ("train", "val", "unseen_bg", "unseen_fg")
     return set(bg[train].tolist()), set(bg[val].tolist())
 
 
@@ -175,3 +177,71 @@ def test_split_edge_cases():
     for bad in (-0.1, 1.0, 2.0):
         with pytest.raises(DepthmaskError, match="val-fraction"):
             make_split(10, 10, bad, seed=0)
+
+
+def test_used_assets_of_a_limited_plan():
+    full = SamplePlan(1020, 104, 2, True)
+    assert (full.used_backgrounds, full.used_foregrounds) == (1020, 104)
+    # 416 samples per background: 2,000 samples use backgrounds 0..4 (the last one in part)
+    limited = SamplePlan(1020, 104, 2, True, limit=2000)
+    assert (limited.used_backgrounds, limited.used_foregrounds) == (5, 104)
+    assert needed_backgrounds(2000, 104, 2, True) == 5 and needed_backgrounds(None, 104, 2, True) is None
+    bg, fg, _, _ = limited.locate(np.arange(limited.count))
+    assert bg.max() + 1 == limited.used_backgrounds and len(np.unique(fg)) == limited.used_foregrounds
+    # within one background, only the first foregrounds are used
+    one = SamplePlan(1020, 104, 2, True, limit=100)
+    assert (one.used_backgrounds, one.used_foregrounds) == (1, 25)
+    assert np.unique(one.locate(np.arange(100))[1]).tolist() == list(range(25))
+    # a plan of the used backgrounds only locates every sample the same way
+    small = SamplePlan(5, 104, 2, True, limit=2000)
+    assert small.count == 2000
+    for a, b in zip(small.locate(np.arange(2000)), limited.locate(np.arange(2000))):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("n_bg, n_fg, positions, limit", [(4, 4, 2, None), (5, 104, 2, 2000), (1, 104, 2, 416),
+                                                          (3, 1, 5, None), (1, 1, 3, None), (7, 3, 1, 17)])
+def test_split_counts_equal_the_per_sample_assignment(n_bg, n_fg, positions, limit):
+    plan = SamplePlan(n_bg, n_fg, positions, True, limit)
+    split = plan_split(plan, 0.1, seed=0)
+    bg, fg, _, _ = plan.locate(np.arange(plan.count))
+    per_sample = np.bincount(split.assign(bg, fg), minlength=len(SPLIT_NAMES))
+    assert split.counts(plan) == dict(zip(SPLIT_NAMES, per_sample.tolist()))
+    assert sum(split.counts(plan).values()) == plan.count
+
+
+def test_split_of_a_small_build_holds_out_among_the_used_assets():
+    # --limit 2000 of the default: 5 backgrounds used; one of them and 10 of the 104 foregrounds held out
+    plan = SamplePlan(5, 104, 2, True, limit=2000)
+    split = plan_split(plan, 0.1, seed=0)
+    assert len(split.val_backgrounds) == 1 and max(split.val_backgrounds) < 5 and len(split.val_foregrounds) == 10
+    counts = split.counts(plan)
+    assert counts["val"] > 0 and counts["train"] > 0 and empty_val_reason(plan, split, 0.1) is None
+    # the full build keeps the split of the whole set (the held-out lists of earlier versions)
+    full = SamplePlan(1020, 104, 2, True)
+    assert plan_split(full, 0.1, seed=0) == make_split(1020, 104, 0.1, 0)
+    assert plan_split(full, 0.1, seed=0).counts(full) == {"train": 345168, "val": 4080, "unseen_bg": 38352,
+                                                          "unseen_fg": 36720}
+
+
+def test_a_kind_with_one_used_asset_is_not_held_out():
+    # one foreground (a folder build with a single cut-out): val is the held-out backgrounds
+    plan = SamplePlan(20, 1, 2, True)
+    split = plan_split(plan, 0.1, seed=0)
+    assert split.val_foregrounds == () and len(split.val_backgrounds) == 2
+    bg, fg, _, _ = plan.locate(np.arange(plan.count))
+    assign = split.assign(bg, fg)
+    assert np.array_equal(assign == 1, np.isin(bg, split.val_backgrounds))
+    assert np.array_equal(assign == 0, ~np.isin(bg, split.val_backgrounds))
+    assert split.counts(plan) == {"train": 18 * 4, "val": 2 * 4, "unseen_bg": 0, "unseen_fg": 0}
+    # one background (--limit within the first background): val is the held-out foregrounds
+    one_bg = SamplePlan(1, 104, 2, True, limit=416)
+    split = plan_split(one_bg, 0.1, seed=0)
+    assert split.val_backgrounds == () and len(split.val_foregrounds) == 10
+    assert split.counts(one_bg)["val"] == 40
+    # one of each: nothing can be held out, and the build is told why
+    tiny = SamplePlan(1, 1, 2, True)
+    split = plan_split(tiny, 0.1, seed=0)
+    assert split.counts(tiny) == {"train": 4, "val": 0, "unseen_bg": 0, "unseen_fg": 0}
+    assert "single background and a single foreground" in empty_val_reason(tiny, split, 0.1)
+    assert "--val-fraction is 0" in empty_val_reason(plan, plan_split(plan, 0.0, 0), 0.0)
