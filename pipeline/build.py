@@ -570,6 +570,17 @@ BACKGROUND_BYTES_224 = 22 * 1024
 def check_resources(options: BuildOptions, output: Path, plan: SamplePlan) -> None:
     """Refuse, in one line, a plan whose samples would not fit on the disk or whose assets would not
     fit in memory (the parent and each worker hold every background and foreground of the plan)."""
+    shards = -(-plan.count // options.shard_size)
+    processes = 1 + min(options.workers or os.cpu_count() or 1, shards)
+    fg_side = options.inputs.fg_max_size or options.size * 5 // 7
+    per_process = plan.used_backgrounds * options.size ** 2 * 5 + plan.n_foregrounds * fg_side ** 2 * 4 * 3
+    need_memory = per_process * processes
+    available = available_memory()
+    if available is not None and need_memory > available:
+        raise DepthmaskError(f"{output}: this plan's {plan.used_backgrounds:,} backgrounds and "
+                             f"{plan.n_foregrounds:,} foregrounds need about {_gib(need_memory)} of memory in "
+                             f"{processes} processes, but {_gib(available)} is available; lower --backgrounds, "
+                             "--foregrounds, --limit or --workers")
     scale = (options.size / 224) ** 2
     per_sample = (SAMPLE_BYTES_224 + (FULL_DEPTH_BYTES_224 if options.resolved_depth_storage == "full" else 0)) * scale
     remaining = max(0, plan.count - _samples_done(output, options.shard_size))
@@ -580,16 +591,6 @@ def check_resources(options: BuildOptions, output: Path, plan: SamplePlan) -> No
                              f"{_gib(need_disk)} on disk at ~{per_sample / 1024:.0f} KB/sample, but only "
                              f"{_gib(free)} is free there; lower --limit, --positions, --backgrounds or "
                              "--foregrounds")
-    processes = 1 + (options.workers or os.cpu_count() or 1)
-    fg_side = options.inputs.fg_max_size or options.size * 5 // 7
-    per_process = plan.used_backgrounds * options.size ** 2 * 5 + plan.n_foregrounds * fg_side ** 2 * 4 * 3
-    need_memory = per_process * processes
-    available = available_memory()
-    if available is not None and need_memory > available:
-        raise DepthmaskError(f"{output}: this plan's {plan.used_backgrounds:,} backgrounds and "
-                             f"{plan.n_foregrounds:,} foregrounds need about {_gib(need_memory)} of memory in "
-                             f"{processes} processes, but {_gib(available)} is available; lower --backgrounds, "
-                             "--foregrounds, --limit or --workers")
 
 
 def _plan_words(plan: SamplePlan) -> str:
