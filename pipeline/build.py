@@ -471,9 +471,12 @@ def build_dataset(options: BuildOptions, *, progress: bool = True,
     codecs = default_codecs(options.jpeg_quality, options.resolved_depth_storage)
     renderer = BackgroundPass(options, codecs)
 
+    available_backgrounds: list[int] = []  # the plan's background count: the option's, or the folder's files
+
     def plan_backgrounds(available: int, n_foregrounds: int) -> int:
         plan = sample_plan(options, available, n_foregrounds)
         check_resources(options, output, plan)
+        available_backgrounds[:] = [available]
         return plan.used_backgrounds
 
     def assets_of_plan() -> AssetSet:
@@ -497,7 +500,8 @@ def build_dataset(options: BuildOptions, *, progress: bool = True,
             return existing
         if assets is None:
             assets = assets_of_plan()
-        plan = sample_plan(options, len(assets.backgrounds), len(assets.foregrounds))
+        plan = sample_plan(options, available_backgrounds[0], len(assets.foregrounds))
+        assert plan.used_backgrounds == len(assets.backgrounds)
         split = plan_split(plan, options.val_fraction, options.seed)
         reason = empty_val_reason(plan, split, options.val_fraction)
         if reason:

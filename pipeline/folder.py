@@ -109,9 +109,10 @@ def free_bytes(path: Path) -> int | None:
     while not path.exists() and path != path.parent:
         path = path.parent
     try:
-        return shutil.disk_usage(path).free
+        usage = shutil.disk_usage(path)
     except OSError:
         return None
+    return usage.free if usage.total else None  # /proc and the like: no size to speak of
 
 
 def storage_error(exc: BaseException, root: Path, path: Path | None = None) -> DepthmaskError:

@@ -136,7 +136,7 @@ def test_huge_counts_with_a_small_limit_build_without_big_structures(tmp_path):
     # 4 x 4 x 10^12 x 2 planned samples, the first 8 built: nothing of the plan's size is made
     root = build_tiny(tmp_path / "d", positions=10**12, limit=8)
     m = read_manifest_json(root)
-    assert m["sample_count"] == 8 and m["plan"]["backgrounds"] == 1
+    assert m["sample_count"] == 8 and m["backgrounds"]["records"] == 1
     assert m["plan"]["positions"] == 10**12
 
 

@@ -14,6 +14,7 @@ from pipeline import DatasetReader
 from pipeline.build import BackgroundPass, BuildOptions, build_dataset
 from pipeline.codecs import default_codecs
 from pipeline.plan import SPLIT_NAMES
+from pipeline.report import verify_dataset
 from pipeline.shards import close_readonly
 from pipeline.assets import UserInputs
 from user_data_kit import write_user_folders
@@ -23,10 +24,12 @@ def test_limit_stores_only_the_backgrounds_it_uses(tmp_path, tiny_dataset, tiny_
     # 16 samples per background in the tiny plan: the first 32 samples use backgrounds 0 and 1
     root = build_tiny(tmp_path / "lim", limit=32)
     m = read_manifest_json(root)
-    assert m["backgrounds"]["records"] == 2 and m["plan"]["backgrounds"] == 2
+    assert m["backgrounds"]["records"] == 2 and m["plan"]["backgrounds"] == 4  # the plan's, of which 2 are used
     assert m["assets"]["backgrounds"] == tiny_manifest["assets"]["backgrounds"][:2]
     assert m["assets"]["foregrounds"] == tiny_manifest["assets"]["foregrounds"]
     assert m["build"]["content"]["backgrounds"] == 4  # the option as given
+    report = verify_dataset(root, workers=1)  # what --verify recomputes agrees with what was stored
+    assert report.ok, report.problems
     # the same records as the first shards of the whole build
     assert shard_hashes(m) == shard_hashes(tiny_manifest)[:2]
     reader, whole = DatasetReader(root), DatasetReader(tiny_dataset)
@@ -108,6 +111,8 @@ def test_one_foreground_holds_out_backgrounds_only(tmp_path):
     assert len(val) == 4 and all(reader.record(int(i))["bg"] == held for i in val)
     assert all(reader.record(int(i))["bg"] != held for i in reader.split_indices("train"))
     assert set(m["stats"]) == {"all", "train", "val"}
+    report = verify_dataset(root, workers=1)
+    assert report.ok, report.problems
 
 
 def test_folder_build_with_a_single_foreground_has_a_val_split(tmp_path):

@@ -2,6 +2,7 @@
 
     python tools/bench_build.py --subset 10000            # ratio vs the original way on 10,000 samples
     python tools/bench_build.py --subset 10000 --full     # plus the full default build (424,320 samples)
+    python tools/bench_build.py --small 2000 --subset 0   # a --limit build vs the fixed cost it paid before
 
 Ours: `build_dataset` with --workers (default: all cores) into sharded LMDB, statistics included.
 Baseline, the original way, on the same samples: one process composites each sample (with the same
@@ -27,7 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import BuildOptions, build_dataset  # noqa: E402
-from pipeline.build import _WorkerContext, load_assets, render_sample, shard_samples  # noqa: E402
+from pipeline.assets import DEFAULT_PROCEDURAL_BACKGROUNDS  # noqa: E402
+from pipeline.build import BackgroundPass, _WorkerContext, load_assets, render_sample, shard_samples  # noqa: E402
 from pipeline.codecs import default_codecs  # noqa: E402
 from pipeline.plan import SamplePlan, make_split  # noqa: E402
 
@@ -91,7 +93,13 @@ def ours(out: Path, limit: int | None, workers: int, layout: dict | None = None)
         seconds = time.perf_counter() - t
     return {"samples": summary.samples, "seconds": seconds, "rate": summary.samples / seconds,
             "kb_per_sample": summary.kb_per_sample, "peak_rss_mb": mem.peak / 2**20,
-            "bytes": summary.bytes_on_disk}
+            "bytes": summary.bytes_on_disk, "backgrounds": read_backgrounds_count(out)}
+
+
+def read_backgrounds_count(out: Path) -> int:
+    import json
+
+    return json.loads((out / "manifest.json").read_text())["backgrounds"]["records"]
 
 
 def baseline(out: Path, limit: int) -> dict:
@@ -127,10 +135,31 @@ def baseline(out: Path, limit: int) -> dict:
             "kb_per_sample": size / 1024 / plan.count}
 
 
+def small(out: Path, limit: int, workers: int) -> None:
+    """A `--limit` build of the default, beside what such a build cost before issue 10: every one of
+    the 1,020 scenes rendered and encoded in the build process before any worker started, and
+    stored (timed here in the same run; its bytes added to ours)."""
+    built = ours(out / "small", limit, workers)
+    t = time.perf_counter()
+    everything = BackgroundPass(BuildOptions(output=out, workers=1), default_codecs())
+    everything(DEFAULT_PROCEDURAL_BACKGROUNDS)
+    render_all = time.perf_counter() - t
+    stored_all = sum(len(b.image) + len(b.depth) for b in everything.stored)
+    stored_used = sum(len(b.image) + len(b.depth) for b in everything.stored[:(built["backgrounds"])])
+    before_kb = (built["bytes"] - stored_used + stored_all) / 1024 / built["samples"]
+    print(f"--limit {limit:,} of the default ({built['backgrounds']} backgrounds used, {workers} workers):")
+    print(f"  now:    {built['seconds']:7.1f} s  {built['kb_per_sample']:.2f} KB/sample")
+    print(f"  before: {built['seconds'] + render_all:7.1f} s  {before_kb:.2f} KB/sample  (now + rendering all "
+          f"{DEFAULT_PROCEDURAL_BACKGROUNDS:,} scenes in one process: {render_all:.1f} s, and storing them)")
+    print(f"  ratio:  {(built['seconds'] + render_all) / built['seconds']:.2f}x faster, "
+          f"{before_kb / built['kb_per_sample']:.2f}x smaller")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subset", type=int, default=10000, help="samples for the comparison with the baseline")
     parser.add_argument("--full", action="store_true", help="also build the full default dataset")
+    parser.add_argument("--small", type=int, default=0, help="also a --limit build of this many default samples")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--scratch", type=Path, default=None, help="folder for the outputs (deleted afterwards)")
     args = parser.parse_args()
@@ -138,6 +167,10 @@ def main() -> None:
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, python "
           f"{platform.python_version()}, opencv {cv2.__version__}; workers {args.workers}")
     try:
+        if args.small:
+            small(scratch, args.small, args.workers)
+        if not args.subset:
+            return
         base = baseline(scratch / "baseline", args.subset)
         ours_subset = ours(scratch / "ours-subset", args.subset, args.workers, SUBSET_LAYOUT)
         print(f"subset of {args.subset:,} samples:")
