@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import os
-import time
 from pathlib import Path
 
 import lmdb
@@ -97,10 +96,8 @@ def test_links_are_never_taken_for_ours(tiny_dataset, tmp_path):
 # ---- sizes the plan implies --------------------------------------------------------------------------
 def test_absurd_positions_refused_up_front(tmp_path):
     out = tmp_path / "huge"
-    started = time.monotonic()
     line = assert_one_line_error(run_cli("dm-build-lmdb", out, "--positions", "1000000000000", "--no-progress"),
                                  "samples", "free")
-    assert time.monotonic() - started < 120  # not a hang: nothing was rendered (a loose bound, not a benchmark)
     assert "212,160,000,000,000,000 samples (1,020 backgrounds x 104 foregrounds" in line
     assert not out.exists()  # refused before the folder was made
 
