@@ -94,7 +94,8 @@ def test_torchrun_two_cpu_processes(tiny_dataset, tmp_path):
     assert "on cpu x2" in proc.stderr
     assert proc.stderr.count("epoch 1:") == 1, proc.stderr  # only rank 0 logs
     assert proc.stdout.count("done:") == 1, proc.stdout  # ... and reports
-    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.jsonl"]
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json", "curves.png", "last.pt",
+                                                     "metrics.jsonl"]
 
     rows = read_metrics(run)
     assert len(rows) == 2 and "baseline" in rows[0]

@@ -75,16 +75,58 @@ def test_progressive_stage_sizes_reach_the_model(tiny_dataset, tmp_path, monkeyp
 FAST_PATHS = pytest.mark.parametrize("fast", [False, True], ids=["float32", "bf16-channels-last"])
 
 
+def _loss_and_metrics_on(model, data: Path, split: str, size: int) -> tuple[float, dict]:
+    """Mean loss and metrics of `model` over a whole split, unaugmented, in float32."""
+    from training.data import BatchNormalizer, DepthMaskDataset, make_loader
+    from training.losses import LossConfig, total_loss
+    from training.metrics import SegDepthMetrics
+
+    dataset = DepthMaskDataset(data, split, size=size)
+    normalizer = BatchNormalizer(dataset.stats())
+    metrics, loss_sum, count = SegDepthMetrics(), 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for batch in make_loader(dataset, batch_size=16, shuffle=False, workers=0):
+            b = normalizer(batch)
+            depth, logits = model(b["bg"], b["fg_bg"])
+            _, parts = total_loss(depth, logits, b["depth"], b["mask"], LossConfig())
+            loss_sum += parts["loss"] * len(b["bg"])
+            count += len(b["bg"])
+            metrics.update(depth, b["depth"], logits, b["mask"])
+    return loss_sum / count, metrics.compute()
+
+
 @FAST_PATHS
-def test_loss_decreases_on_a_fixed_set(tiny_dataset, tmp_path, fast):
-    config = tiny_train_config(tiny_dataset, tmp_path / "run", schedule=((32, 4),), lr_schedule="constant")
+def test_training_fits_the_set_it_trains_on(tiny_dataset, tmp_path, fast):
+    """What training guarantees on any CPU, float32 or bf16: the loss over the training set it was fitted to
+    falls well below the untrained network's, and the fitted network beats the constant-prediction floor
+    on that set. (Held-out loss after a few epochs of 48 samples is not guaranteed to fall, and does not on
+    every CPU.)"""
+    from training.checkpoint import model_from_checkpoint
+    from training.metrics import constant_baseline
+    from training.models import build_model
+
+    config = tiny_train_config(tiny_dataset, tmp_path / "run", schedule=((32, 6),), lr_schedule="constant")
+    torch.manual_seed(config.seed)  # the trainer's own initialisation (it seeds torch, then builds)
+    untrained = build_model(config.model)
     final = train(config, fast_runtime(amp=fast, channels_last=fast), **QUIET)
     rows = read_metrics(tmp_path / "run")[1:]
-    losses = [r["train_loss"] for r in rows]
-    assert all(b < a for a, b in zip(losses, losses[1:])), losses
-    assert losses[-1] < 0.95 * losses[0], losses
-    assert rows[-1]["val_loss"] < rows[0]["val_loss"]
     assert final["val_loss"] == pytest.approx(rows[-1]["val_loss"])
+    losses = [r["train_loss"] for r in rows]
+    assert losses[-1] < 0.9 * losses[0], losses
+
+    trained, _, _ = model_from_checkpoint(tmp_path / "run" / "last.pt")
+    before, _ = _loss_and_metrics_on(untrained, tiny_dataset, "train", 32)
+    after, metrics = _loss_and_metrics_on(trained, tiny_dataset, "train", 32)
+    assert after < 0.85 * before, (before, after)
+    from training.data import DepthMaskDataset, make_loader
+
+    train_split = make_loader(DepthMaskDataset(tiny_dataset, "train", size=32), batch_size=16, shuffle=False,
+                              workers=0)
+    pairs = [(b["depth"].float() / 65535.0, b["mask"].float()) for b in train_split]
+    floor = constant_baseline(pairs)["best_constant"]
+    assert metrics["mask_iou"] > floor["mask_iou"] + 0.1, (metrics, floor)
+    assert metrics["depth_rmse"] < floor["depth_rmse"], (metrics, floor)
 
 
 def _state(run: Path) -> dict:
@@ -217,12 +259,14 @@ def test_resume_without_a_checkpoint_is_refused(tiny_dataset, tmp_path):
         train(tiny_train_config(tiny_dataset, tmp_path / "run"), fast_runtime(resume=True), **QUIET)
 
 
-def test_output_that_is_a_file_or_has_no_parent_is_refused(tiny_dataset, tmp_path):
+def test_output_that_is_a_file_is_refused_and_missing_parents_are_created(tiny_dataset, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(DepthmaskError, match="file"):
         train(tiny_train_config(tiny_dataset, tmp_path / "file"), fast_runtime(), **QUIET)
-    with pytest.raises(DepthmaskError, match="parent folder"):
-        train(tiny_train_config(tiny_dataset, tmp_path / "missing" / "run"), fast_runtime(), **QUIET)
+    assert (tmp_path / "file").read_text() == "x"
+    run = tmp_path / "runs" / "deeper" / "r1"  # as `dm-train DATA` does with its default runs/default
+    train(tiny_train_config(tiny_dataset, run, epoch_samples=8), fast_runtime(), **QUIET)
+    assert (run / "best.pt").is_file() and (run / "last.pt").is_file()
 
 
 def test_non_finite_loss_stops_with_one_line(tiny_dataset, tmp_path, monkeypatch):

@@ -31,6 +31,7 @@ TRAIN_ARGS = [*TINY_MODEL_ARGS, "--schedule", "32:1", "--batch-size", "8", "--wo
 DRIVER = r'''
 import json, os, sys, traceback
 from training.cli import export_samples_command, train_command
+import training.train, training.export  # torch once, before the forks (the commands import it lazily)
 TOOLS = {"dm-train": train_command, "dm-export-samples": export_samples_command}
 cases, prefix, result_path = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
 results = []
@@ -118,6 +119,13 @@ ERROR_CASES = [
     ("schedule-above-stored-size", "dm-train",  # a later stage too: refused before the first stage trains
      ["{data}", "-o", "{base}/r10b", *TRAIN_ARGS, "--schedule", "32:1,256:1"], ["--schedule", "256", "192"]),
     ("bad-width", "dm-train", ["{data}", "-o", "{base}/r11", "--width", "0"], ["width"]),
+    ("infinite-width", "dm-train", ["{data}", "-o", "{base}/r11d", "--width", "inf"], ["--width", "inf"]),
+    ("nan-checkpoint-every", "dm-train", ["{data}", "-o", "{base}/r13b", *TRAIN_ARGS, "--checkpoint-every-min", "nan"],
+     ["--checkpoint-every-min", "nan"]),
+    ("nan-time-limit", "dm-train", ["{data}", "-o", "{base}/r13c", *TRAIN_ARGS, "--time-limit-min", "nan"],
+     ["--time-limit-min"]),
+    ("resume-and-overwrite", "dm-train", ["{data}", "-o", "{existing}", *TRAIN_ARGS, "--resume", "--overwrite"],
+     ["--resume and --overwrite"]),
     ("bad-mask-width", "dm-train", ["{data}", "-o", "{base}/r11b", "--mask-width", "-1"], ["--mask-width"]),
     ("mask-width-with-shared-encoder", "dm-train", ["{data}", "-o", "{base}/r11c", "--shared-encoder",
                                                     "--mask-width", "0.5"], ["--mask-width", "separate networks"]),
@@ -139,7 +147,8 @@ ERROR_CASES = [
     ("export-corrupt-checkpoint", "dm-export-samples",
      ["{data}", "-o", "{base}/e1.png", "--checkpoint", "{corrupt}", "-n", "1"], ["not a readable checkpoint"]),
     ("export-split-nonsense", "dm-export-samples", ["{data}", "-o", "{base}/e2.png", "--split", "nonsense"],
-     ["unknown split", "nonsense"]),
+     ["--split", "nonsense"]),
+    ("export-size-zero", "dm-export-samples", ["{data}", "-o", "{base}/e6.png", "--size", "0"], ["--size"]),
     ("export-count-too-large", "dm-export-samples", ["{data}", "-o", "{base}/e3.png", "--count", "100"],
      ["--count 100"]),
     ("export-bad-suffix", "dm-export-samples", ["{data}", "-o", "{base}/e4.jpg", "-n", "1"], [".png"]),
@@ -172,8 +181,8 @@ def test_error_is_one_line(cli_results, cli_setup, case):
 
 def test_errors_leave_no_run_folder(cli_results, cli_setup):
     base = cli_setup["base"]
-    for name in ("r1", "r2", "r3", "r4", "r8", "r10b", "r11", "r18"):
-        assert not (base / name / "last.pt").exists(), name
+    for name in ("r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r10b", "r11", "r11d", "r13b", "r18"):
+        assert not (base / name).exists(), name  # a failed start leaves no folder at all
     assert sorted(p.name for p in cli_setup["existing"].iterdir()) == ["last.pt"]  # the refused run is untouched
     assert not list(base.glob("e*.png")) and not list(base.glob("e*.jpg"))
 

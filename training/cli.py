@@ -1,18 +1,25 @@
-"""`dm-train` and `dm-export-samples`: thin click wrappers over training.train and training.export."""
+"""`dm-train` and `dm-export-samples`: thin click wrappers over training.train and training.export.
+
+Only torch-free modules are imported here (the configs, their defaults and choices), so `--help`,
+`--version` and option errors answer at once; torch is imported when a command runs.
+"""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
-from pipeline import DepthmaskError
+from pipeline import DepthmaskError, __version__
 from pipeline.cli_support import OneLineCommand, user_errors
+from pipeline.plan import SPLIT_NAMES
 
-from .data import AugmentConfig
-from .config import BEST_METRICS, LR_SCHEDULES, OPTIMIZERS, TrainConfig, check_architecture, parse_schedule
-from .losses import DEPTH_LOSSES, LossConfig
-from .models import ARCHITECTURES, ModelConfig
+from .augment import AugmentConfig
+from .config import BEST_METRICS, LR_SCHEDULES, OPTIMIZERS, TrainConfig, parse_schedule
+from .loss_config import DEPTH_LOSSES, LossConfig
+from .model_config import ARCHITECTURE_NAMES, ModelConfig
 
 _DEFAULT_ARCH = ModelConfig().depth_arch
 _DEFAULT_MASK_ARCH = ModelConfig().mask_arch
@@ -20,13 +27,40 @@ _LOSS = LossConfig()
 _AUGMENT = AugmentConfig()
 _AUGMENT_OPTIONS = {"min_scale": "--augment-scale", "max_rotation_deg": "--augment-rotation"}
 _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+# dm-train option -> the TrainConfig field it sets (checked against the run's on --resume)
+_CONFIG_FIELD_OF = {
+    **{name: "model" for name in ("depth_arch", "mask_arch", "shared_encoder", "encoder_weights", "width", "mask_width")},
+    **{name: "loss" for name in ("depth_loss", "w_depth", "w_mask", "w_l1", "w_ssim", "w_grad", "w_l2", "w_bce",
+                                 "w_dice")},
+    **{name: "augment" for name in ("augment", "augment_scale", "augment_rotation")},
+    "no_val": "validate",
+    **{name: name for name in ("schedule", "batch_size", "epoch_samples", "val_samples", "optimizer", "lr",
+                               "weight_decay", "lr_schedule", "seed", "best_metric")},
+}
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not _DEVICE.match(value):
+        raise click.BadParameter(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+    return value
+
+
+def _given_config_fields(ctx: click.Context) -> tuple[str, ...]:
+    """The TrainConfig fields the user set on the command line (not left at their defaults)."""
+    given = {_CONFIG_FIELD_OF[name] for name in _CONFIG_FIELD_OF
+             if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    return tuple(sorted(given))
 
 
 @click.command(cls=OneLineCommand, context_settings=_CONTEXT)
+@click.version_option(__version__, "--version", prog_name="depthmask")
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("runs/default"), help="Run folder.")
-@click.option("--depth-arch", default=_DEFAULT_ARCH, help=f"Depth network: {', '.join(ARCHITECTURES)}.")
-@click.option("--mask-arch", default=_DEFAULT_MASK_ARCH, help=f"Mask network: {', '.join(ARCHITECTURES)}.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("runs/default"),
+              help="Run folder (created with its parents). One run at a time; a folder holding anything else is "
+                   "refused unless --overwrite, which removes only dm-train's own files.")
+@click.option("--depth-arch", type=click.Choice(ARCHITECTURE_NAMES), default=_DEFAULT_ARCH, help="Depth network.")
+@click.option("--mask-arch", type=click.Choice(ARCHITECTURE_NAMES), default=_DEFAULT_MASK_ARCH, help="Mask network.")
 @click.option("--shared-encoder", is_flag=True, help="One encoder with a depth head and a mask head.")
 @click.option("--encoder-weights", type=click.Path(path_type=Path), default=None,
               help="Local state_dict file for the encoder(s) (e.g. torchvision ResNet weights).")
@@ -39,6 +73,9 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 @click.option("--epoch-samples", type=int, default=None,
               help="Samples per epoch, a fresh random subset each epoch.  [default: the whole train split]")
 @click.option("--val-samples", type=int, default=None, help="Validate on the first N val samples.  [default: all]")
+@click.option("--no-val", is_flag=True,
+              help="Train without validation (e.g. a dataset too small for a val split); best.pt is then the "
+                   "last epoch's weights.")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adamw", help="Optimizer.")
 @click.option("--lr", type=float, default=1e-3, help="Peak learning rate.")
 @click.option("--weight-decay", type=float, default=1e-4, help="Weight decay.")
@@ -63,9 +100,12 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 @click.option("--seed", type=int, default=0, help="Seed of initialisation, data order and augmentation.")
 @click.option("--best-metric", type=click.Choice(list(BEST_METRICS)), default="val_loss",
               help="Validation metric that picks best.pt.")
-@click.option("--time-limit-min", type=float, default=None, help="Stop after this many minutes (resumable).")
+@click.option("--time-limit-min", type=float, default=None,
+              help="Stop after this many minutes of training, with a checkpoint (resumable). It counts the run's "
+                   "total training time over all its sessions: a run resumed after 20 of --time-limit-min 30 "
+                   "trains 10 more.")
 @click.option("--workers", type=int, default=2, help="DataLoader worker processes.")
-@click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default="auto", callback=_device, help="auto, cpu, cuda or cuda:N.")
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile the model.")
 @click.option("--amp/--no-amp", default=None,
               help="bf16 autocast.  [default: on with CUDA, and on a CPU with native bf16 (AVX512-BF16, AMX)]")
@@ -73,37 +113,30 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
               help="channels_last memory.  [default: as --amp]")
 @click.option("--checkpoint-every-min", type=float, default=10.0,
               help="Also checkpoint within epochs this often (0: after every step).")
-@click.option("--resume", is_flag=True, help="Continue the run in --output where its last checkpoint left it.")
-@click.option("--overwrite", is_flag=True, help="Start over in an --output that holds a run.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --output where its last checkpoint left it, with the configuration saved "
+                   "in it (an option asking for another value is refused).")
+@click.option("--overwrite", is_flag=True,
+              help="Start over in an --output that holds a run or other files: removes dm-train's own files there "
+                   "(checkpoints, metrics, curves, config, TensorBoard events) and nothing else.")
 @click.option("--init-from", type=click.Path(path_type=Path), default=None,
               help="Start from the weights of another run's checkpoint (same architecture).")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
 @user_errors
-def train_command(data: Path, output: Path, depth_arch: str, mask_arch: str, shared_encoder: bool,
+@click.pass_context
+def train_command(ctx: click.Context, data: Path, output: Path, depth_arch: str, mask_arch: str, shared_encoder: bool,
                   encoder_weights: Path | None, width: float, mask_width: float | None, schedule: str,
                   depth_loss: str, workers: int, device: str, use_compile: bool, amp: bool | None,
                   channels_last: bool | None, checkpoint_every_min: float, resume: bool, overwrite: bool,
                   init_from: Path | None, progress: bool, augment: bool, augment_scale: float,
-                  augment_rotation: float, **options) -> None:
+                  augment_rotation: float, no_val: bool, **options) -> None:
     """Train the depth and mask networks on the dataset in DATA (built by dm-build-lmdb).
 
     Under torchrun (e.g. torchrun --nproc-per-node 8 -m training.cli ...), every process trains on
     its share of each epoch with DistributedDataParallel; rank 0 logs and writes checkpoints.
     """
-    from .train import RuntimeOptions, train
-
-    if workers < 0:
-        raise DepthmaskError(f"--workers: expected a whole number >= 0, got {workers}")
-    if checkpoint_every_min < 0:
-        raise DepthmaskError(f"--checkpoint-every-min: expected a number >= 0, got {checkpoint_every_min}")
     if encoder_weights is not None and not encoder_weights.is_file():
         raise DepthmaskError(f"--encoder-weights: {encoder_weights} does not exist")
-    check_architecture(depth_arch, "--depth-arch")
-    check_architecture(mask_arch, "--mask-arch")
-    if not width > 0:
-        raise DepthmaskError(f"--width: expected a number > 0, got {width}")
-    if mask_width is not None and not mask_width > 0:
-        raise DepthmaskError(f"--mask-width: expected a number > 0, got {mask_width}")
     if shared_encoder and mask_width not in (None, width):
         raise DepthmaskError("--mask-width: needs separate networks; with --shared-encoder both tasks use --width")
     if shared_encoder and depth_arch != mask_arch:
@@ -115,8 +148,10 @@ def train_command(data: Path, output: Path, depth_arch: str, mask_arch: str, sha
                             encoder_weights=str(encoder_weights) if encoder_weights else None, width=width,
                             mask_width=mask_width)
         loss = LossConfig(depth_loss=depth_loss, **{k: options.pop(k) for k in loss_keys})
-    except ValueError as exc:
-        raise DepthmaskError(str(exc)) from None
+    except ValueError as exc:  # "width must be ..." -> "--width: must be ..."
+        field, _, rest = str(exc).partition(" ")
+        raise DepthmaskError(f"--{field.replace('_', '-')}: {rest}" if field.replace("_", "").isalnum() and rest
+                             else str(exc)) from None
     try:  # checked also with --no-augment: a nonsense value is a mistake either way
         geometry = AugmentConfig(min_scale=augment_scale, max_rotation_deg=augment_rotation)
     except ValueError as exc:  # "min_scale must be ..." -> "--augment-scale must be ..."
@@ -124,28 +159,36 @@ def train_command(data: Path, output: Path, depth_arch: str, mask_arch: str, sha
         raise DepthmaskError(f"{_AUGMENT_OPTIONS.get(field, field)}: {rest}") from None
     augmentation = geometry if augment else None
     config = TrainConfig(data=str(data), output=str(output), model=model, loss=loss, augment=augmentation,
-                         schedule=parse_schedule(schedule), **options)
+                         schedule=parse_schedule(schedule), validate=not no_val, **options)
+    from .train import RuntimeOptions, train  # torch: only now that the options are known to be sound
+
     runtime = RuntimeOptions(workers=workers, device=device, compile=use_compile, amp=amp, channels_last=channels_last,
                              checkpoint_every_min=checkpoint_every_min, progress=progress, resume=resume,
-                             overwrite=overwrite, init_from=str(init_from) if init_from else None)
+                             overwrite=overwrite, init_from=str(init_from) if init_from else None,
+                             resume_checks=_given_config_fields(ctx))
     metrics = train(config, runtime)
-    if metrics and os.environ.get("RANK", "0") == "0":  # under torchrun, one report (rank 0's)
-        click.echo(f"done: {output}  depth RMSE {metrics['depth_rmse']:.4f}  mask IoU {metrics['mask_iou']:.4f}  "
-                   f"(best.pt, last.pt, metrics.jsonl)")
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, one report (rank 0's)
+        return
+    files = "(best.pt, last.pt, metrics.jsonl, curves.png)"
+    if "depth_rmse" in metrics:
+        click.echo(f"done: {output}  depth RMSE {metrics['depth_rmse']:.4f}  mask IoU {metrics['mask_iou']:.4f}  {files}")
+    elif "train_loss" in metrics:  # --no-val
+        click.echo(f"done: {output}  train loss {metrics['train_loss']:.4f} (no validation)  {files}")
 
 
 @click.command(cls=OneLineCommand, context_settings=_CONTEXT)
+@click.version_option(__version__, "--version", prog_name="depthmask")
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("out/samples.png"),
               help="PNG file to write.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="A dm-train checkpoint: adds predicted mask and depth columns.")
-@click.option("--split", default="val", help="Split to draw from: train, val, mixed or all.")
+@click.option("--split", type=click.Choice(("all", *SPLIT_NAMES)), default="val", help="Split to draw from.")
 @click.option("--count", "-n", type=int, default=8, help="Number of samples (rows).")
 @click.option("--seed", type=int, default=0, help="Seed of the sample choice.")
-@click.option("--size", type=int, default=None, help="Tile size in pixels.  [default: the stored "
-              "image size]")
-@click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N (for predictions).")
+@click.option("--size", type=click.IntRange(16, 1024), default=None,
+              help="Tile size in pixels, 16 to 1024.  [default: the stored image size]")
+@click.option("--device", default="auto", callback=_device, help="auto, cpu, cuda or cuda:N (for predictions).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @user_errors
 def export_samples_command(data: Path, output: Path, checkpoint: Path | None, split: str, count: int, seed: int,

@@ -3,14 +3,15 @@ it on resume (the architecture of a resumed run is the checkpoint's, never the c
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import DepthmaskError
 
-from .data import AugmentConfig
-from .losses import LossConfig
-from .models import ARCHITECTURES, ModelConfig
+from .augment import AugmentConfig
+from .loss_config import LossConfig
+from .model_config import ARCHITECTURE_NAMES, ModelConfig
 
 OPTIMIZERS = ("adamw", "sgd")
 LR_SCHEDULES = ("onecycle", "cosine", "constant")
@@ -33,10 +34,6 @@ def parse_schedule(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(stages)
 
 
-def format_schedule(stages: tuple[tuple[int, int], ...]) -> str:
-    return ",".join(f"{s}:{e}" for s, e in stages)
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     data: str
@@ -47,6 +44,7 @@ class TrainConfig:
     batch_size: int = 32
     epoch_samples: int | None = None  # samples per epoch (a fresh subset each epoch); None = whole split
     val_samples: int | None = None  # first N of the val split; None = all
+    validate: bool = True  # False (--no-val): no validation; best.pt is then the last epoch's weights
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -67,14 +65,16 @@ class TrainConfig:
              "a whole number >= 1"),
             ("--val-samples", self.val_samples, self.val_samples is None or _pos_int(self.val_samples),
              "a whole number >= 1"),
-            ("--lr", self.lr, isinstance(self.lr, (int, float)) and 0 < self.lr < 10, "a number in (0, 10)"),
-            ("--weight-decay", self.weight_decay, isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0,
-             "a number >= 0"),
+            ("--lr", self.lr, _number(self.lr) and 0 < self.lr < 10, "a number in (0, 10)"),
+            ("--weight-decay", self.weight_decay, _number(self.weight_decay) and 0 <= self.weight_decay < 10,
+             "a number in [0, 10)"),
             ("--optimizer", self.optimizer, self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
             ("--lr-schedule", self.lr_schedule, self.lr_schedule in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
             ("--best-metric", self.best_metric, self.best_metric in BEST_METRICS, f"one of {', '.join(BEST_METRICS)}"),
-            ("--time-limit-min", self.time_limit_min, self.time_limit_min is None or self.time_limit_min > 0,
-             "a number of minutes > 0"),
+            ("--time-limit-min", self.time_limit_min, self.time_limit_min is None
+             or (_number(self.time_limit_min) and self.time_limit_min > 0), "a finite number of minutes > 0"),
+            ("--seed", self.seed, isinstance(self.seed, int) and not isinstance(self.seed, bool)
+             and 0 <= self.seed < 2**32, "a whole number in [0, 2**32)"),
         ]
         for name, value, ok, expected in checks:
             if not ok:
@@ -113,10 +113,15 @@ class TrainConfig:
 
 
 def check_architecture(name: str, option: str) -> str:
-    if name not in ARCHITECTURES:
-        raise DepthmaskError(f"{option}: unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+    if name not in ARCHITECTURE_NAMES:
+        raise DepthmaskError(f"{option}: unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURE_NAMES)}")
     return name
 
 
 def _pos_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _number(value: Any) -> bool:
+    """A finite int or float (inf and nan are mistakes in every option that takes a number)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

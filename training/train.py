@@ -1,9 +1,11 @@
 """`train`: the depth and mask networks on a depthmask dataset, resumable, on CPU, one GPU or many
 (`torchrun`, DistributedDataParallel; rank 0 logs and checkpoints).
 
-Run folder: last.pt (every epoch and every N minutes), best.pt (best validation metric),
-metrics.jsonl (one line per epoch, the constant-prediction baseline first), config.json, and
-TensorBoard scalars under tb/ when tensorboard is installed.
+Run folder (training.run_folder): last.pt (every epoch and every N minutes: what resume needs), best.pt
+(the weights of the best validation metric, with the input normalisation: what a user ships),
+metrics.jsonl (one line per epoch, the constant-prediction floor first), curves.png (rewritten every
+epoch), config.json, and TensorBoard scalars under tb/ when tensorboard is installed
+(`depthmask[tensorboard]`). One run at a time holds the folder's lock.
 """
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import gc
 import json
 import math
 import random
-import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -29,14 +30,15 @@ from . import distributed as dist_utils
 from .checkpoint import (BEST_NAME, KIND_RESUME, LAST_NAME, config_of, dataset_info, describe_arch, load_checkpoint,
                          load_model_state, normalization_from_stats, save_checkpoint, shipped_state)
 from .config import BEST_METRICS, TrainConfig
+from .curves import write_curves
 from .data import BatchNormalizer, DepthMaskDataset, make_loader
 from .losses import total_loss
 from .metrics import SegDepthMetrics
 from .models import build_model, count_parameters
 from .precision import fast_path_default
+from .run_folder import CONFIG_NAME, CURVES_NAME, METRICS_NAME, TENSORBOARD_DIR, open_run_folder, \
+    remove_if_only_ours, remove_stale_temporaries
 
-METRICS_NAME = "metrics.jsonl"
-CONFIG_NAME = "config.json"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,24 @@ class RuntimeOptions:
     overwrite: bool = False
     init_from: str | None = None  # weights of another run (same architecture) to start from
     multiprocessing_context: str | None = None
+    # with resume: the TrainConfig fields the user set, checked against the run's (None: every field but
+    # data, output and time_limit_min); a resumed run always continues with its checkpoint's configuration
+    resume_checks: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("--workers", self.workers, isinstance(self.workers, int) and not isinstance(self.workers, bool)
+             and self.workers >= 0, "a whole number >= 0"),
+            ("--checkpoint-every-min", self.checkpoint_every_min, isinstance(self.checkpoint_every_min, (int, float))
+             and math.isfinite(self.checkpoint_every_min) and self.checkpoint_every_min >= 0, "a number of minutes >= 0"),
+        ]
+        for name, value, ok, expected in checks:
+            if not ok:
+                raise DepthmaskError(f"{name}: expected {expected}, got {value!r}")
+        if self.resume and self.overwrite:
+            raise DepthmaskError("--resume and --overwrite: choose one (continue the run, or start it over)")
+        if self.init_from is not None and not Path(self.init_from).is_file():
+            raise DepthmaskError(f"--init-from: {self.init_from} does not exist")
 
 
 @dataclass
@@ -69,11 +89,22 @@ class TrainState:
 
 def train(config: TrainConfig, runtime: RuntimeOptions = RuntimeOptions(),
           log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict[str, Any]:
-    """Train (or resume) the run in config.output; return the last validation metrics."""
+    """Train (or resume) the run in config.output; return the last validation metrics ({} when a resumed
+    run was already complete)."""
     dist = dist_utils.setup(runtime.device)
     trainer = None
+    lock, created = None, False
     try:
-        trainer = _Trainer(config, runtime, dist, log)
+        if dist.is_main:  # rank 0 owns the folder; the others only read last.pt when resuming
+            lock, created = open_run_folder(Path(config.output), resume=runtime.resume, overwrite=runtime.overwrite)
+        try:
+            trainer = _Trainer(config, runtime, dist, log)
+        except BaseException:
+            if created:  # a failed start leaves no folder that looks like a run
+                lock.release()
+                lock = None
+                remove_if_only_ours(Path(config.output))
+            raise
         result = trainer.run()
         dist_utils.barrier(dist)  # every rank leaves together
         return result
@@ -82,6 +113,8 @@ def train(config: TrainConfig, runtime: RuntimeOptions = RuntimeOptions(),
         # the interpreter's exit, a rank could abort ("terminate called without an active exception")
         trainer = None
         gc.collect()
+        if lock is not None:
+            lock.release()
         dist_utils.teardown(dist)
 
 
@@ -108,7 +141,7 @@ class _Trainer:
         self.train_set = DepthMaskDataset(self.config.data, "train", size=self.config.size_at(0),
                                           augment=self.config.augment,
                                           seed=self.config.seed)
-        self.val_set = DepthMaskDataset(self.config.data, "val", size=self.config.size_at(0))
+        self.val_set = self._val_set() if self.config.validate else None
         self._check_batch_size()
         self.normalizer = BatchNormalizer(self.train_set.stats(), dist.device, self.channels_last)
         self.model = build_model(self.config.model).to(dist.device)
@@ -129,42 +162,47 @@ class _Trainer:
             self.net = torch.compile(self.net)
         self.loaders: dict[tuple[str, int], Any] = {}
         self.tb = self._tensorboard()
+        if dist.is_main and resume_state is None:  # set-up succeeded: now the folder holds a run
+            write_json_atomic(self.out / CONFIG_NAME, self.config.to_dict())
         self.last_checkpoint = time.monotonic()
         self.started = time.monotonic()
 
     # ---- set-up ------------------------------------------------------------------------------
     def _prepare_run_folder(self, config: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
+        """The configuration to run with, and the checkpoint state when resuming (the folder itself was
+        checked and locked by open_run_folder)."""
+        if not self.runtime.resume:
+            return config, None
         last = self.out / LAST_NAME
-        if self.runtime.resume:
-            if not last.exists():
-                raise DepthmaskError(f"{self.out}: nothing to resume (no {LAST_NAME}); run without --resume to start")
-            state = load_checkpoint(last)
-            saved = config_of(state, last)
-            if self.dist.is_main:
-                _remove_stale_temporaries(self.out)
-            if saved.data != config.data:
-                self.log(f"note: resuming with data {config.data} (the run started on {saved.data})")
-            if saved.time_limit_min != config.time_limit_min:
-                self.log("note: using the new --time-limit-min for the resumed run")
-            self.log(f"resuming {self.out} at epoch {state['train_state']['epoch'] + 1}, "
-                     f"batch {state['train_state']['epoch_step']} ({describe_arch(saved.model)}, "
-                     "configuration from the checkpoint)")
-            return replace(saved, data=config.data, output=config.output, time_limit_min=config.time_limit_min), state
-        if last.exists() and not self.runtime.overwrite:
-            raise DepthmaskError(f"{self.out}: holds a run already ({LAST_NAME}); pass --resume to continue it or "
-                                 "--overwrite to start over")
-        if self.out.exists() and not self.out.is_dir():
-            raise DepthmaskError(f"{self.out}: output path is a file, expected a folder")
+        if not last.is_file():
+            raise DepthmaskError(f"{self.out}: nothing to resume (no {LAST_NAME}); run without --resume to start")
+        state = load_checkpoint(last)
+        saved = config_of(state, last)
+        _refuse_changed_options(saved, config, self.runtime.resume_checks, last)
         if self.dist.is_main:
-            if not self.out.parent.is_dir():
-                raise DepthmaskError(f"{self.out}: parent folder {self.out.parent} does not exist")
-            self.out.mkdir(exist_ok=True)
-            for name in (LAST_NAME, BEST_NAME, METRICS_NAME):
-                (self.out / name).unlink(missing_ok=True)
-            shutil.rmtree(self.out / "tb", ignore_errors=True)
-            _remove_stale_temporaries(self.out)
-            write_json_atomic(self.out / CONFIG_NAME, config.to_dict())
-        return config, None
+            remove_stale_temporaries(self.out)
+        if saved.data != config.data:
+            self.log(f"note: resuming with data {config.data} (the run started on {saved.data})")
+        if saved.time_limit_min != config.time_limit_min:
+            self.log("note: using the new --time-limit-min for the resumed run (it counts the run's training "
+                     "time over all its sessions)")
+        train_state = state["train_state"]
+        if train_state["epoch"] >= saved.epochs:
+            self.log(f"{self.out}: the run is already complete ({saved.epochs} epoch(s), {train_state['step']} "
+                     "steps); nothing to do (to train longer, start a new run with --init-from "
+                     f"{self.out / BEST_NAME})")
+        else:
+            self.log(f"resuming {self.out} at epoch {train_state['epoch'] + 1}, batch {train_state['epoch_step']} "
+                     f"({describe_arch(saved.model)}, configuration from the checkpoint)")
+        return replace(saved, data=config.data, output=config.output, time_limit_min=config.time_limit_min), state
+
+    def _val_set(self) -> DepthMaskDataset:
+        reader = self.train_set.reader
+        if len(reader.split_indices("val")) == 0:
+            raise DepthmaskError(f"{self.config.data}: the dataset's val split has no samples (a build too small to "
+                                 "hold out whole backgrounds and foregrounds?); build more samples, or train "
+                                 "without validation with --no-val (best.pt is then the last epoch's weights)")
+        return DepthMaskDataset(self.config.data, "val", size=self.config.size_at(0))
 
     def _check_schedule(self) -> None:
         """Every stage's size must fit the stored images: found now, not after the earlier stages trained."""
@@ -240,7 +278,7 @@ class _Trainer:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             return None
-        return SummaryWriter(str(self.out / "tb"))
+        return SummaryWriter(str(self.out / TENSORBOARD_DIR))
 
     # ---- checkpoints -------------------------------------------------------------------------
     def _checkpoint_state(self) -> dict[str, Any]:
@@ -284,8 +322,9 @@ class _Trainer:
         key = (split, size)
         if key not in self.loaders:
             self.loaders.clear()  # one stage at a time: free the previous stage's workers
-            for s in ("train", "val"):
-                dataset = self.train_set if s == "train" else self.val_set
+            for s, dataset in (("train", self.train_set), ("val", self.val_set)):
+                if dataset is None:  # --no-val
+                    continue
                 dataset.set_size(size)
                 self.loaders[(s, size)] = make_loader(
                     dataset, batch_size=self.config.batch_size, shuffle=s == "train", workers=self.runtime.workers,
@@ -300,22 +339,22 @@ class _Trainer:
                  f"{self.dist.device}{' x' + str(self.dist.world_size) if self.dist.enabled else ''}: "
                  f"{len(self.train_set):,} train / {self.val_count():,} val samples, schedule "
                  + ", ".join(f"{e} epoch(s) at {s} px" for s, e in self.config.schedule))
-        if self.state.epoch == 0 and self.state.epoch_step == 0:
+        if self.state.epoch == 0 and self.state.epoch_step == 0 and self.val_set is not None:
             self._log_baseline()
         metrics: dict[str, Any] = {}
         while self.state.epoch < self.config.epochs:
             stopped = self.train_epoch()
             metrics = self.validate()
             finished = not stopped
-            self._record_epoch(metrics, finished)
+            train_loss = self._record_epoch(metrics, finished)
+            metrics = metrics or {"train_loss": train_loss}  # without validation, the run's figure is its loss
             if finished:
                 self.state.epoch += 1
                 self.state.epoch_step = 0
                 self.state.epoch_loss_sum, self.state.epoch_samples = 0.0, 0
-            improved = self._update_best(metrics)
-            self.save()
-            if improved:
+            if self._update_best(metrics):  # best.pt first: last.pt must never name a best that is not on disk
                 self.save(BEST_NAME)
+            self.save()
             if stopped:
                 self.log(f"time limit of {self.config.time_limit_min:g} min reached; to continue, run again with "
                          "--resume and a larger --time-limit-min (or none)")
@@ -325,6 +364,8 @@ class _Trainer:
         return metrics
 
     def val_count(self) -> int:
+        if self.val_set is None:
+            return 0
         return min(len(self.val_set), self.config.val_samples or len(self.val_set))
 
     def train_epoch(self) -> bool:
@@ -390,6 +431,8 @@ class _Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, Any]:
+        if self.val_set is None:
+            return {}
         size = self.config.size_at(min(self.state.epoch, self.config.epochs - 1))
         loader = self.loader("val", size)
         loader.sampler.limit = self.val_count()
@@ -438,28 +481,38 @@ class _Trainer:
         self.log(f"constant-prediction floor on val: depth RMSE {baseline['depth_rmse']:.4f}, "
                  f"mask IoU {baseline['mask_iou']:.4f}")
 
-    def _record_epoch(self, metrics: dict[str, Any], finished: bool) -> None:
+    def _record_epoch(self, metrics: dict[str, Any], finished: bool) -> float:
+        """Log the epoch (rank 0: metrics.jsonl, curves.png, TensorBoard); return its mean train loss."""
+        train_loss = self.state.epoch_loss_sum / max(self.state.epoch_samples, 1)
         if not self.dist.is_main:
-            return
+            return train_loss
         elapsed = self.state.elapsed_s + time.monotonic() - self.started
         row = {"epoch": self.state.epoch + 1, "complete": finished, "step": self.state.step,
-               "train_loss": self.state.epoch_loss_sum / max(self.state.epoch_samples, 1),
+               "train_loss": train_loss,
                "lr": self.optimizer.param_groups[0]["lr"], "elapsed_s": round(elapsed, 1), **metrics}
         self._append_metrics(row)
-        self.log(f"epoch {row['epoch']}{'' if finished else ' (partial)'}: train loss {row['train_loss']:.4f} | val "
-                 f"loss {metrics['val_loss']:.4f}, depth RMSE {metrics['depth_rmse']:.4f}, delta1 "
-                 f"{metrics['depth_delta1']:.3f}, mask IoU {metrics['mask_iou']:.4f}, Dice {metrics['mask_dice']:.4f}")
+        head = f"epoch {row['epoch']}{'' if finished else ' (partial)'}: train loss {row['train_loss']:.4f}"
+        if metrics:
+            head += (f" | val loss {metrics['val_loss']:.4f}, depth RMSE {metrics['depth_rmse']:.4f}, delta1 "
+                     f"{metrics['depth_delta1']:.3f}, mask IoU {metrics['mask_iou']:.4f}, Dice {metrics['mask_dice']:.4f}")
+        self.log(head)
+        write_curves(self.out / METRICS_NAME, self.out / CURVES_NAME)
         if self.tb is not None:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key not in ("epoch", "complete"):
                     self.tb.add_scalar(key, value, self.state.step)
             self.tb.flush()
+        return train_loss
 
     def _append_metrics(self, row: dict[str, Any]) -> None:
         with open(self.out / METRICS_NAME, "a") as handle:
             handle.write(json.dumps(row) + "\n")
 
     def _update_best(self, metrics: dict[str, Any]) -> bool:
+        """True when these weights become best.pt: the best validation metric so far, or without validation
+        (--no-val) every epoch's."""
+        if self.val_set is None:
+            return True
         value = metrics.get(self.config.best_metric)
         if value is None or not math.isfinite(value):
             return False
@@ -470,7 +523,25 @@ class _Trainer:
         return False
 
 
-def _remove_stale_temporaries(folder: Path) -> None:
-    """Checkpoint temporaries of a run killed while saving (the rename never happened)."""
-    for stale in folder.glob(".*.pt.tmp-*"):
-        stale.unlink(missing_ok=True)
+_FREE_ON_RESUME = ("data", "output", "time_limit_min")
+
+
+def _refuse_changed_options(saved: TrainConfig, given: TrainConfig, fields: tuple[str, ...] | None,
+                            path: Path) -> None:
+    """A resumed run continues with its checkpoint's configuration: an option that asks for another value is
+    refused rather than silently ignored."""
+    saved_values, given_values = saved.to_dict(), given.to_dict()
+    names = fields if fields is not None else tuple(saved_values)
+    changed = [n for n in names if n not in _FREE_ON_RESUME and n in saved_values
+               and saved_values[n] != given_values.get(n)]
+    if changed:
+        shown = ", ".join(f"{n} (run: {_short(saved_values[n])}, given: {_short(given_values.get(n))})"
+                          for n in changed[:3])
+        raise DepthmaskError(f"{path}: --resume continues the run with the configuration saved in its checkpoint, "
+                             f"but other values were given for {shown}; drop those options to resume, or start "
+                             "a new run (--init-from takes its weights)")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."

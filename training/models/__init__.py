@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from ..model_config import ModelConfig, validate_config
 from .registry import ARCHITECTURES, ArchSpec, get_arch
 from .weights import adapt_state_dict, load_encoder_state, read_state_dict
 
@@ -33,67 +33,6 @@ __all__ = [
     "load_encoder_weights",
     "read_state_dict",
 ]
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Which networks to build.
-
-    depth_arch / mask_arch: names from ``ARCHITECTURES``. Default ``unet-small`` for both, chosen by measurement
-        (``tools/bench_models.py``, 2-core CPU, fwd+bwd+AdamW at 64 px, batch 16): the pair trains ~2.4x faster
-        than ``unet-resnet18`` and ~3x faster than ``unet-resnet34`` pairs with 1/7 of the parameters (2 x 1.96M),
-        and stays the fastest at 224 px. For GPU runs prefer ``unet-resnet34`` / ``unet-resnet18`` (optionally
-        ``shared_encoder=True``), whose encoders also accept torchvision resnet weights.
-    shared_encoder: one encoder feeding a depth and a mask decoder. Needs ``depth_arch == mask_arch`` and an
-        architecture with a separable encoder (``unet-*``); ``ValueError`` otherwise.
-    encoder_weights: path of a local state_dict (a torchvision resnet's, or one of our encoders'
-        ``.state_dict()``) loaded with ``torch.load(..., weights_only=True)`` into every encoder it fits; a 3-channel
-        ``conv1`` is copied into both halves of the 6-channel one, scaled by 0.5. ``ValueError`` if it fits none.
-    width: channel multiplier (> 0). ResNet-based archs: decoder only. ``unet-small`` and ``autoencoder``: every
-        layer (they have no pretrained-compatible encoder). ``width=0.25`` with ``unet-small`` gives a ~120k-param
-        test model.
-    mask_width: the mask network's own multiplier (> 0); ``None``: ``width``. The mask is the easier task, so a
-        narrower mask network leaves compute to the depth network. Separate networks only.
-    """
-
-    depth_arch: str = "unet-small"
-    mask_arch: str = "unet-small"
-    shared_encoder: bool = False
-    encoder_weights: str | None = None
-    width: float = 1.0
-    mask_width: float | None = None
-
-    @property
-    def mask_net_width(self) -> float:
-        return self.width if self.mask_width is None else self.mask_width
-
-    def __post_init__(self) -> None:
-        validate_config(self)
-
-
-def validate_config(config: ModelConfig) -> None:
-    """``ValueError`` for unknown architectures, an impossible ``shared_encoder`` or a non-positive width."""
-    depth = get_arch(config.depth_arch)
-    mask = get_arch(config.mask_arch)
-    widths = {"width": config.width} if config.mask_width is None else {"width": config.width,
-                                                                       "mask_width": config.mask_width}
-    for name, value in widths.items():
-        if not (isinstance(value, (int, float)) and value > 0):
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
-    if config.shared_encoder and config.mask_width not in (None, config.width):
-        raise ValueError("mask_width needs separate networks: with shared_encoder=True both tasks share one width")
-    if config.shared_encoder:
-        shareable = [name for name, spec in ARCHITECTURES.items() if spec.shareable]
-        if not (depth.shareable and mask.shareable):
-            raise ValueError(
-                f"shared_encoder=True is not supported for depth_arch={config.depth_arch!r}, "
-                f"mask_arch={config.mask_arch!r}; architectures that can share an encoder: {', '.join(shareable)}"
-            )
-        if config.depth_arch != config.mask_arch:
-            raise ValueError(
-                "shared_encoder=True needs depth_arch == mask_arch (one encoder, two decoders), got "
-                f"{config.depth_arch!r} and {config.mask_arch!r}"
-            )
 
 
 class TaskNet(nn.Module):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..model_config import ARCHITECTURE_NAMES, SHAREABLE
 from .original import AutoEncoderDecoder, AutoEncoderEncoder, UpProjDecoder
 from .unet import ResNetEncoder, SmallUNetDecoder, SmallUNetEncoder, UNetDecoder
 
@@ -24,7 +25,10 @@ class ArchSpec:
     description: str
     build_encoder: Callable[[float], nn.Module]
     build_decoder: Callable[[tuple[int, ...], float], nn.Module]
-    shareable: bool
+
+    @property
+    def shareable(self) -> bool:
+        return self.name in SHAREABLE
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -35,35 +39,30 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             "plain 4-level U-Net, channels 16..256 (~2.0M params)",
             lambda width: SmallUNetEncoder(base=16, width=width),
             lambda channels, width: SmallUNetDecoder(channels),
-            shareable=True,
         ),
         ArchSpec(
             "unet-resnet18",
             "torchvision ResNet-18 encoder (6-ch conv1) + U-Net decoder (~14.3M params)",
             lambda width: ResNetEncoder("resnet18"),
             lambda channels, width: UNetDecoder(channels, width=width),
-            shareable=True,
         ),
         ArchSpec(
             "unet-resnet34",
             "torchvision ResNet-34 encoder (6-ch conv1) + U-Net decoder (~24.4M params)",
             lambda width: ResNetEncoder("resnet34"),
             lambda channels, width: UNetDecoder(channels, width=width),
-            shareable=True,
         ),
         ArchSpec(
             "resnet50-upproj",
             "original depth net: ResNet-50 + Laina et al. up-projection decoder (~63.6M params)",
             lambda width: ResNetEncoder("resnet50"),
             lambda channels, width: UpProjDecoder(channels, width=width),
-            shareable=False,
         ),
         ArchSpec(
             "autoencoder",
             "original mask net: plain conv encoder-decoder without skips (~16.5M params)",
             lambda width: AutoEncoderEncoder(width=width),
             lambda channels, width: AutoEncoderDecoder(channels, width=width),
-            shareable=False,
         ),
     )
 }
@@ -75,3 +74,7 @@ def get_arch(name: str) -> ArchSpec:
         return ARCHITECTURES[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown architecture {name!r}; valid architectures: {', '.join(ARCHITECTURES)}") from None
+
+if tuple(ARCHITECTURES) != ARCHITECTURE_NAMES:  # the names the CLI offers are exactly the ones built here
+    raise ImportError(f"training.model_config.ARCHITECTURE_NAMES {ARCHITECTURE_NAMES} differ from the registry's "
+                      f"{tuple(ARCHITECTURES)}")
