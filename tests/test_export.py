@@ -107,3 +107,18 @@ def test_corrupt_checkpoint_writes_nothing(tiny_dataset, tmp_path):
     assert not (tmp_path / "x.png").exists()
     with pytest.raises(DepthmaskError, match="does not exist"):
         export_samples(tiny_dataset, tmp_path / "x.png", checkpoint=tmp_path / "none.pt", count=1)
+
+
+@pytest.mark.parametrize("far_m", [60.0, 0.0])
+def test_legend_labels_stay_inside_the_grid(far_m):
+    """Every tick label of the depth legend is drawn whole: nothing touches the left or right edge."""
+    from training.export import compose_grid
+
+    tile = 64
+    rows = [[np.full((tile, tile, 3), 255, np.uint8)] * 2]
+    grid = compose_grid(rows, ["bg", "fg_bg"], tile, far_m)
+    legend = grid[-LEGEND_H:]
+    labels = legend[24:]  # below the colour bar and its ticks
+    dark = labels.min(axis=2) < 128
+    assert dark.any()
+    assert not dark[:, :2].any() and not dark[:, -2:].any()

@@ -64,7 +64,9 @@ def _draw_legend(canvas: np.ndarray, top: int, width: int, far_m: float) -> None
         x = x0 + int(frac * (bar_w - 1))
         cv2.line(canvas, (x, top + 18), (x, top + 22), (0, 0, 0), 1)
         label = f"{frac * far_m:g} m" if far_m else f"{frac:g}"
-        cv2.putText(canvas, label, (max(0, x - 12), top + 36), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        (text_w, _), _ = cv2.getTextSize(label, font, 0.4, 1)
+        left = min(max(2, x - text_w // 2), canvas.shape[1] - text_w - 2)  # centred on its tick, never clipped
+        cv2.putText(canvas, label, (left, top + 36), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(canvas, "depth", (x0 + bar_w + 8, top + 17), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
 
 
