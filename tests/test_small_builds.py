@@ -16,7 +16,8 @@ from pipeline.codecs import default_codecs
 from pipeline.plan import SPLIT_NAMES
 from pipeline.report import verify_dataset
 from pipeline.shards import close_readonly
-from pipeline.assets import UserInputs
+from pipeline.assets import UserInputs, array_hash
+from pipeline.errors import DepthmaskError
 from user_data_kit import write_user_folders
 
 
@@ -147,3 +148,37 @@ def test_cli_prints_the_warning(tmp_path):
     assert result.rc == 0, str(result)
     assert "warning: the val split is empty" in result.stderr
     assert set(SPLIT_NAMES) <= set(read_manifest_json(tmp_path / "d")["split"]["counts"])
+
+
+def test_parts_of_a_limited_build_merge_to_the_same_dataset(tmp_path):
+    layout = {"limit": 40, "shard_size": 8}
+    whole = read_manifest_json(build_tiny(tmp_path / "whole", **layout))
+    parts = tmp_path / "parts"
+    for k in (1, 2):
+        summary = build_dataset(tiny_options(parts, part=(k, 2), **layout), progress=False, log=lambda m: None)
+        assert not summary.complete
+    build_dataset(tiny_options(parts, merge_only=True, **layout), progress=False, log=lambda m: None)
+    merged = read_manifest_json(parts)
+    assert shard_hashes(merged) == shard_hashes(whole)
+    for key in ("assets", "split", "stats", "backgrounds", "plan"):
+        assert merged[key] == whole[key], key
+
+
+def test_a_changed_background_is_detected_on_resume(tmp_path, monkeypatch):
+    out = tmp_path / "data"
+    build_dataset(tiny_options(out, part=(1, 2), limit=40, shard_size=8), progress=False, log=lambda m: None)
+    real = build_module.procedural_background
+
+    def changed(index, **kwargs):
+        rendered = real(index, **kwargs)
+        if index == 1:  # as if the scene generator had changed under the build
+            image = rendered.image.copy()
+            image[0, 0] ^= 1
+            return type(rendered)(image, rendered.depth, rendered.ground_top,
+                                  array_hash(image, rendered.depth))
+        return rendered
+
+    monkeypatch.setattr(build_module, "procedural_background", changed)
+    with pytest.raises(DepthmaskError, match="assets changed since this build started") as info:
+        build_dataset(tiny_options(out, part=(2, 2), limit=40, shard_size=8), progress=False, log=lambda m: None)
+    assert "procedural-bg-0001" in str(info.value)
