@@ -1,6 +1,7 @@
 """The on-disk contract: folder layout, keys, record packing, manifest I/O (see docs/format.md)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -28,7 +29,8 @@ SAMPLE_RECORD: dict[str, type] = {"fg_bg": bytes, "mask": bytes, "depth": bytes,
 BACKGROUND_RECORD: dict[str, type] = {"image": bytes, "depth": bytes}
 RECORD_FIELDS = tuple(SAMPLE_RECORD)
 _TYPE_NAMES = {bytes: "binary data", int: "an integer", bool: "true or false", str: "a string", float: "a number",
-               list: "an array", dict: "a map", type(None): "nil"}
+               list: "an array", dict: "a map", type(None): "nil",
+               msgpack.Timestamp: "a msgpack extension type -1 (timestamp)"}  # decoded by msgpack itself, no ext_hook
 
 _KEY = struct.Struct(">Q")
 
@@ -278,8 +280,7 @@ def _check_stats_match_sums(stats: dict[str, Any], path: Path) -> None:
     from .stats import FIELDS, ChannelSums
 
     for split, fields in stats.items():
-        if split not in ("all", "train", "val"):
-            continue
+        _check_schema(fields, _SPLIT_STATS, f"stats.{split}", path)  # every split recorded, not only all/train/val
         for name, entry in fields.items():
             if name not in FIELDS:
                 continue
@@ -330,3 +331,11 @@ def manifest_identity(root: Path) -> tuple[int, int, int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def manifest_digest(root: Path) -> str | None:
+    """sha256 of the manifest's bytes (it names every file's content hash, so it identifies the dataset)."""
+    try:
+        return hashlib.sha256((Path(root) / MANIFEST_NAME).read_bytes()).hexdigest()
+    except OSError:
+        return None

@@ -15,8 +15,8 @@ import numpy as np
 
 from .codecs import DecodeError, codecs_from_manifest
 from .errors import DepthmaskError
-from .format import (BACKGROUND_RECORD, MANIFEST_NAME, RecordError, encode_key, manifest_identity, read_manifest,
-                     unpack_record)
+from .format import (BACKGROUND_RECORD, MANIFEST_NAME, RecordError, encode_key, manifest_digest, manifest_identity,
+                     read_manifest, unpack_record)
 from .plan import SPLIT_NAMES, SamplePlan, Split
 from .shards import open_checked, open_readonly
 
@@ -26,6 +26,7 @@ class DatasetReader:
         self.root = Path(root)
         self.manifest = read_manifest(self.root)  # paths and keys checked before anything is opened
         self.identity = manifest_identity(self.root)
+        self.digest = manifest_digest(self.root)
         self.codecs = codecs_from_manifest(self.manifest["fields"])
         self.shards = self.manifest["shards"]
         self._starts = [s["start"] for s in self.shards]
@@ -50,9 +51,15 @@ class DatasetReader:
 
     def check_unchanged(self) -> None:
         """Stop if the dataset was replaced or removed since this reader was made: its files would then
-        belong to another dataset than the manifest (and the statistics) this reader holds."""
-        if manifest_identity(self.root) != self.identity:
-            raise DepthmaskError(f"{self.root}: the dataset changed while it was being read ({MANIFEST_NAME} was "
+        belong to another dataset than the manifest (and the statistics) this reader holds. A manifest
+        rewritten with the same bytes (a byte-identical rebuild, a restored copy) names the same content."""
+        identity = manifest_identity(self.root)
+        if identity == self.identity:
+            return
+        if identity is not None and manifest_digest(self.root) == self.digest:
+            self.identity = identity
+            return
+        raise DepthmaskError(f"{self.root}: the dataset changed while it was being read ({MANIFEST_NAME} was "
                                  "replaced or removed, e.g. by dm-build-lmdb --overwrite); start again on the "
                                  "dataset as it is now")
 

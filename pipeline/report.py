@@ -18,7 +18,7 @@ from .codecs import DecodeError, codecs_from_manifest
 from .errors import DepthmaskError
 from .procs import worker_context
 from .format import BACKGROUND_RECORD, RecordError, decode_key, payload_crc32, read_manifest, unpack_record
-from .plan import SPLIT_NAMES, SamplePlan, Split
+from .plan import SPLIT_NAMES, SamplePlan, Split, manifest_counts
 from .shards import ShardHasher, check_file_size, close_readonly, open_readonly
 from .stats import ChannelSums, StatsAccumulator, image_sums, summarise
 
@@ -203,32 +203,26 @@ def check_derived_fields(manifest: dict[str, Any]) -> list[str]:
     from .build import shard_ranges
     from .codecs import default_codecs
     from .format import BACKGROUNDS_NAME, SHARDS_DIR, shard_name
-    from .plan import make_split
+    from .plan import plan_split
 
-    content, plan_entry, assets = manifest["build"]["content"], manifest["plan"], manifest["assets"]
+    content, plan_entry = manifest["build"]["content"], manifest["plan"]
     problems: list[str] = []
     try:
         for key in ("backgrounds", "foregrounds", "positions", "flip", "limit"):
             if content.get(key) is not None or key == "limit":
                 problems += _differs(f"plan.{key}", plan_entry[key], content.get(key))
-        problems += _differs("plan.backgrounds (number of assets)", plan_entry["backgrounds"],
-                             len(assets.get("backgrounds", [])))
-        problems += _differs("plan.foregrounds (number of assets)", plan_entry["foregrounds"],
-                             len(assets.get("foregrounds", [])))
-        problems += _differs("backgrounds.records", manifest["backgrounds"]["records"], plan_entry["backgrounds"])
         plan = SamplePlan(plan_entry["backgrounds"], plan_entry["foregrounds"], plan_entry["positions"],
                           plan_entry["flip"], plan_entry["limit"])
+        problems += _differs("backgrounds.records", manifest["backgrounds"]["records"], plan.used_backgrounds)
         problems += _differs("sample_count", manifest["sample_count"], plan.count)
         problems += _differs("image_size", manifest["image_size"], [content["size"], content["size"]])
         problems += _differs("build.seed", manifest["build"]["seed"], content["seed"])
         problems += _differs("build.shard_size", manifest["build"]["shard_size"], content["shard_size"])
-        split = make_split(plan.n_backgrounds, plan.n_foregrounds, content["val_fraction"], content["seed"])
+        split = plan_split(plan, content["val_fraction"], content["seed"])
         problems += _differs("split.val_backgrounds", manifest["split"]["val_backgrounds"], list(split.val_backgrounds))
         problems += _differs("split.val_foregrounds", manifest["split"]["val_foregrounds"], list(split.val_foregrounds))
-        bg, fg, _, _ = plan.locate(np.arange(plan.count, dtype=np.int64))
-        counts = np.bincount(split.assign(bg, fg), minlength=len(SPLIT_NAMES))
-        problems += _differs("split.counts", manifest["split"]["counts"],
-                             {name: int(counts[i]) for i, name in enumerate(SPLIT_NAMES)})
+        counts = manifest_counts(split.counts(plan))
+        problems += _differs("split.counts", manifest["split"]["counts"], counts)
         ranges = [{"path": f"{SHARDS_DIR}/{shard_name(i)}", "start": a, "stop": b, "records": b - a}
                   for i, (a, b) in enumerate(shard_ranges(plan.count, content["shard_size"]))]
         problems += _differs("shards (paths and ranges)",
@@ -238,10 +232,10 @@ def check_derived_fields(manifest: dict[str, Any]) -> list[str]:
         problems += _differs("fields", manifest["fields"],
                              default_codecs(content["jpeg_quality"], content["depth_storage"]).describe())
         problems += _check_depth_semantics(manifest["depth"], content)
-        for split_name in ("train", "val"):
-            if (split_name in manifest["stats"]) != (manifest["split"]["counts"][split_name] > 0):
+        for split_name in SPLIT_NAMES:
+            if (split_name in manifest["stats"]) != (counts[split_name] > 0):
                 problems.append(f"manifest.json: stats.{split_name} is {'present' if split_name in manifest['stats'] else 'absent'} "
-                                f"but split {split_name} holds {manifest['split']['counts'][split_name]} samples")
+                                f"but split {split_name} holds {counts[split_name]} samples")
     except (KeyError, TypeError, ValueError, DepthmaskError) as exc:
         problems.append(f"manifest.json: the build's options (build.content) are unusable: {type(exc).__name__}: {exc}")
     return problems
@@ -270,6 +264,7 @@ def _compare_totals(manifest: dict[str, Any], field_bytes: dict[str, int], split
     expected = {**field_bytes, "backgrounds_file": bg_bytes, "shards": shard_bytes, "total_on_disk": shard_bytes + bg_bytes}
     problems = [f"manifest.json: sizes.{k} is {sizes[k]:,}, the dataset holds {v:,}" for k, v in expected.items()
                 if sizes[k] != v]
+    split_counts = manifest_counts(split_counts)
     if split_counts != manifest["split"]["counts"]:
         problems.append(f"manifest.json: split.counts is {manifest['split']['counts']}, the records give {split_counts}")
     return problems
@@ -416,7 +411,7 @@ def _compare_stats(manifest: dict[str, Any], acc: StatsAccumulator) -> list[str]
     """The statistics recomputed from the records: sums and the mean/std derived from them."""
     problems = []
     recomputed = {"all": summarise(acc.total())}
-    for split in ("train", "val"):
+    for split in SPLIT_NAMES:
         if split in manifest["stats"]:
             recomputed[split] = summarise(acc.total((split,)))
     for split, fields in recomputed.items():

@@ -193,3 +193,72 @@ def test_stats_on_non_dataset_folder(tmp_path):
 
 def test_stats_verify_bad_workers(tiny_dataset):
     assert_one_line_error(run_cli("dm-stats", tiny_dataset, "--verify", "--workers", "-1"), "--workers")
+
+
+# ---- errors raised where the user does not see them directly ------------------------------------------
+def _run_user_errors(raise_it, capsys) -> tuple[int, str]:
+    from pipeline.cli_support import user_errors
+
+    with pytest.raises(SystemExit) as exit_info:
+        user_errors(raise_it)()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def _worker_raises(exc: BaseException):
+    """What torch's DataLoader does with an exception raised in a worker: wrap it, re-raise it in the main process."""
+    from torch._utils import ExceptionWrapper
+
+    def run():
+        try:
+            raise exc
+        except BaseException:
+            wrapper = ExceptionWrapper(where="in DataLoader worker process 0")
+        wrapper.reraise()
+
+    return run
+
+
+def test_worker_error_is_its_original_line(capsys, monkeypatch):
+    from pipeline import DepthmaskError
+
+    monkeypatch.delenv("DEPTHMASK_DEBUG", raising=False)
+    message = "/d/shards/shard-00001.lmdb key 16: malformed record: field 'x' is missing"
+    code, err = _run_user_errors(_worker_raises(DepthmaskError(message)), capsys)
+    assert code == 1 and err == f"error: {message}\n"
+    # an exception torch cannot rebuild (lmdb's take no message argument) arrives as a RuntimeError
+    import lmdb
+
+    code, err = _run_user_errors(_worker_raises(lmdb.CorruptedError("mdb_get: MDB_CORRUPTED")), capsys)
+    assert code == 1 and err.count("\n") == 1 and "Caught" not in err and "Traceback" not in err
+    assert err.startswith("error: unexpected CorruptedError: mdb_get: MDB_CORRUPTED")
+
+
+def test_worker_killed_by_bus_error_says_what_it_means(capsys, monkeypatch):
+    monkeypatch.delenv("DEPTHMASK_DEBUG", raising=False)
+
+    def run():
+        raise RuntimeError("DataLoader worker (pid 123) is killed by signal: Bus error. It is possible that "
+                           "dataloader's workers are out of shared memory. Please try to raise your shared memory limit.")
+
+    code, err = _run_user_errors(run, capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert "truncated or replaced" in err and "shared memory" not in err
+
+
+def test_damaged_depth_model_files_are_one_line_without_torch_noise(tmp_path):
+    """A garbage .pt2 made torch.export log a 15-line traceback; a raw pickle as TorchScript gave torch's
+    advice cut mid-sentence. Now: the one line, and the first sentence of torch's reason."""
+    import pickle
+
+    from user_data_kit import write_user_folders
+
+    folders = write_user_folders(tmp_path / "in", 2, 2)
+    (tmp_path / "garbage.pt2").write_bytes(os.urandom(3000))
+    (tmp_path / "raw.pt").write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    for model, fragment in (("garbage.pt2", "not a loadable torch.export model"),
+                            ("raw.pt", "not a loadable torchscript model")):
+        result = run_cli("dm-build-lmdb", tmp_path / f"out-{model}", "--bg", folders["bg"], "--fg", folders["fg"],
+                         "--depth-model", tmp_path / model, "--no-progress")
+        line = assert_one_line_error(result, model, fragment)
+        assert "miniz" not in line and not line.endswith(" the file"), line
+        assert result.stdout == "", str(result)
