@@ -60,6 +60,7 @@ def test_limit_stores_only_the_backgrounds_it_uses(tmp_path, tiny_dataset, tiny_
 
 
 def test_backgrounds_render_in_worker_processes_identically(monkeypatch):
+    monkeypatch.setattr(build_module, "MIN_BACKGROUNDS_PER_WORKER", 2)  # a pool for 8 backgrounds
     options = BuildOptions(output=Path("unused"), size=192, workers=2)
     codecs = default_codecs()
     here = BackgroundPass(BuildOptions(output=Path("unused"), size=192, workers=1), codecs)
@@ -78,7 +79,8 @@ def test_backgrounds_render_in_worker_processes_identically(monkeypatch):
         assert (a.image, a.depth, a.sums) == (b.image, b.depth, b.sums)
 
 
-def test_pool_rendered_build_equals_one_rendered_here(tmp_path):
+def test_pool_rendered_build_equals_one_rendered_here(tmp_path, monkeypatch):
+    monkeypatch.setattr(build_module, "MIN_BACKGROUNDS_PER_WORKER", 2)  # a pool for 8 backgrounds
     layout = {"backgrounds": 8, "foregrounds": 2, "positions": 1, "shard_size": 8}
     one = read_manifest_json(build_tiny(tmp_path / "w1", workers=1, **layout))
     two = read_manifest_json(build_tiny(tmp_path / "w2", workers=2, **layout))
