@@ -153,6 +153,9 @@ def validate_options(options: BuildOptions) -> None:
             raise DepthmaskError(f"--part: expected K/N with 1 <= K <= N, got {k}/{n}")
         if options.merge_only:
             raise DepthmaskError("--part and --merge cannot be combined: merge after all parts are built")
+        if options.overwrite:  # a part would remove what the other parts are writing beside it
+            raise DepthmaskError("--part and --overwrite cannot be combined: remove the old dataset with a whole "
+                                 "build's --overwrite, or choose a new folder, then build the parts")
     validate_inputs(options.inputs, options.size)
     if options.inputs.per_sample_depth and options.depth_storage == "delta":
         raise DepthmaskError("--depth-storage delta: per-sample model depth differs from the background's depth "

@@ -72,6 +72,14 @@ def test_overwrite_removes_exactly_what_builds_write(tiny_dataset, tmp_path):
     assert read_manifest_json(out)["build"]["seed"] == 1
 
 
+def test_a_part_never_overwrites(tiny_dataset, tmp_path):
+    out = copy_dataset(tiny_dataset, tmp_path / "data")
+    before = _state(out)
+    line = assert_one_line_error(run_cli("dm-build-lmdb", out, *TINY_ARGS, "--seed", "1", "--overwrite", "--part",
+                                         "1/2"), "--part and --overwrite")
+    assert _state(out) == before and "other parts" not in line
+
+
 def test_a_new_build_refuses_a_folder_with_foreign_files_inside_shards(tmp_path):
     out = tmp_path / "data"
     (out / "shards").mkdir(parents=True)
