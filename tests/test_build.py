@@ -9,7 +9,6 @@ import struct
 from pathlib import Path
 
 import cv2
-import lmdb
 import msgpack
 import numpy as np
 import pytest
@@ -21,18 +20,16 @@ from pipeline.build import BuildOptions, build_dataset, load_assets
 from pipeline.compose import composite, paste_depth, paste_mask, prepare_foreground
 from pipeline.format import RECORD_FIELDS, payload_crc32
 from pipeline.plan import SPLIT_NAMES, SamplePlan, make_split, placements
-from pipeline.shards import ShardHasher
+from pipeline.shards import ShardHasher, open_readonly
 
 HEX64 = set("0123456789abcdef")
 
 
 def _lmdb_items(path: Path) -> list[tuple[bytes, bytes]]:
-    env = lmdb.open(str(path), subdir=False, readonly=True, lock=False)
-    try:
-        with env.begin() as txn:
-            return [(bytes(k), bytes(v)) for k, v in txn.cursor()]
-    finally:
-        env.close()
+    # through the per-process cache: py-lmdb opens a path once per process, and other tests' readers
+    # may hold the session's dataset open already
+    with open_readonly(path).begin() as txn:
+        return [(bytes(k), bytes(v)) for k, v in txn.cursor()]
 
 
 def _is_sha256(value: str) -> bool:
