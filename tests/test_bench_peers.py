@@ -82,13 +82,17 @@ def test_png_encodings_are_lossless(bench, source):
 
 @pytest.mark.parametrize("system", ["webdataset", "litdata", "hf", "mds"])
 def test_peer_reads_back_what_it_was_given(bench, source, tmp_path, system, one_thread):
-    pytest.importorskip({"webdataset": "webdataset", "litdata": "litdata", "hf": "datasets", "mds": "streaming"}[system])
+    modules = {"webdataset": "webdataset", "litdata": "litdata", "hf": "datasets", "mds": "streaming"}
+    pytest.importorskip(modules[system])
     out = tmp_path / system
     if system != "litdata":
         out.mkdir()
     cache = Path(source.mask.filename).parent
-    {"webdataset": lambda: bench.write_webdataset(source, out), "litdata": lambda: bench.write_litdata(source, out, cache),
-     "hf": lambda: bench.write_hf(source, out, cache), "mds": lambda: bench.write_mds(source, out)}[system]()
+    writers = {"webdataset": lambda: bench.write_webdataset(source, out),
+               "mds": lambda: bench.write_mds(source, out),
+               "litdata": lambda: bench.write_litdata(source, out, cache),
+               "hf": lambda: bench.write_hf(source, out, cache)}
+    writers[system]()
     tally = fresh_tally()
     for batch in getattr(bench, f"loader_{system}")(out, 8, 0):
         bench.check_batch(batch, source, tally)

@@ -1,9 +1,9 @@
 """depthmask against the data-loading systems users already know, on the same samples, in the same run.
 
     python -m venv --system-site-packages out/peers-venv
-    out/peers-venv/bin/pip install webdataset litdata datasets           # pip install -e ".[bench]"
+    out/peers-venv/bin/pip install webdataset litdata datasets           # the extra depthmask[bench]
     python -m venv --system-site-packages out/peers-venv-mds             # mosaicml-streaming pins numpy < 2.2
-    out/peers-venv-mds/bin/pip install mosaicml-streaming
+    out/peers-venv-mds/bin/pip install mosaicml-streaming                # the extra depthmask[bench-mds]
     dm-build-lmdb out/peers-src --limit 20000 --no-progress
     out/peers-venv/bin/python tools/bench_peers.py out/peers-src --samples 20000 --rounds 3
 

@@ -41,11 +41,13 @@ def plan(dry_run: bool, stored: int) -> dict[str, Any]:
     5-minute quality run; the dry run keeps every path at the smallest sizes."""
     if dry_run:  # one size, the fewest steps, no loader workers in the DDP loop: each path once, fast
         return {"sizes": (32,), "batch": {32: 2}, "width": 0.25, "warmup": 0, "seconds": 0.0, "min_steps": 1,
-                "compile": os.environ.get("GPU_CHECK_COMPILE") == "1", "loader_size": 32, "loader_batch": 4,
-                "loader_steps": 4, "ddp_size": 32, "ddp_batch": 4, "ddp_steps": 3, "ddp_val": 8, "ddp_workers": 0}
+                "compile": os.environ.get("GPU_CHECK_COMPILE") == "1", "compile_pairs": ("default",),
+                "loader_size": 32, "loader_batch": 4, "loader_steps": 4,
+                "ddp_size": 32, "ddp_batch": 4, "ddp_steps": 3, "ddp_val": 8, "ddp_workers": 0}
     return {"sizes": (64, 224), "batch": {64: 256, 224: 128}, "width": 1.0, "warmup": 3, "seconds": 4.0,
-            "min_steps": 10, "compile": True, "loader_size": min(224, stored), "loader_batch": 128,
-            "loader_steps": 120, "ddp_size": 64, "ddp_batch": 128, "ddp_steps": 300, "ddp_val": 2048, "ddp_workers": None}
+            "min_steps": 10, "compile": True, "compile_pairs": tuple(PAIRS),
+            "loader_size": min(224, stored), "loader_batch": 128, "loader_steps": 120,
+            "ddp_size": 64, "ddp_batch": 128, "ddp_steps": 300, "ddp_val": 2048, "ddp_workers": None}
 
 
 # ---- helpers -------------------------------------------------------------------------------------
@@ -195,7 +197,7 @@ def section_throughput(ctx: dict[str, Any]) -> dict[str, Any]:
         for pair, arch in PAIRS.items():
             config = ModelConfig(width=p["width"], **arch)
             modes = [(False, False), (True, False)]
-            if p["compile"]:
+            if p["compile"] and pair in p["compile_pairs"]:
                 modes += [(True, True)] + ([(False, True)] if pair == "default" else [])
             by_mode = {}
             for fast, compiled in modes:
@@ -283,7 +285,8 @@ def section_loader(ctx: dict[str, Any]) -> dict[str, Any]:
     total = sum(waits) + sum(computes)
     fraction = sum(waits) / total
     return {"size": p["loader_size"], "batch": p["loader_batch"], "workers": workers, "steps_timed": len(waits),
-            "augment": "dm-train's default (mirror + photometry)", "precision": "bf16+channels_last" if fast else "float32",
+            "augment": "dm-train's default (mirror + photometry)",
+            "precision": "bf16+channels_last" if fast else "float32",
             "train_samples_per_s": samples / total, "step_ms": 1e3 * total / len(waits),
             "waiting_fraction": fraction, "gpu_starved": fraction > 0.10, "loader_only_samples_per_s": loader_rate,
             "first_batch_s": first_batch_s, "peak_memory_mb": peak_memory_mb(device),
@@ -532,7 +535,8 @@ def finite_numbers(obj: Any) -> list[float]:
 
 def markdown(report: dict[str, Any]) -> str:
     env = report["env"]
-    lines = [f"# gpu_check: {', '.join(env.get('gpus') or ['no GPU'])}{' (dry run on CPU)' if env.get('dry_run') else ''}",
+    title = ", ".join(env.get("gpus") or ["no GPU"]) + (" (dry run on CPU)" if env.get("dry_run") else "")
+    lines = [f"# gpu_check: {title}",
              "", f"torch {env.get('torch')}, CUDA {env.get('cuda')}, {env.get('cpu_cores')} cores, "
              f"{report['wall_s']:.0f} s in all", "", "| section | what | figure |", "|---|---|---|"]
 
@@ -547,7 +551,8 @@ def markdown(report: dict[str, Any]) -> str:
         if "error" in part or "note" in part:
             row(name, "note", part.get("error") or part.get("note"))
     for c in report["throughput"].get("cells", []):
-        what = f"{c['pair']} {c['size']} px b{c.get('batch', '?')} {c['precision']}{' compiled' if c['compile'] else ''}"
+        what = f"{c['pair']} {c['size']} px b{c.get('batch', '?')} {c['precision']}"
+        what += " compiled" if c["compile"] else ""
         row("throughput", what, c.get("error") or f"{c['samples_per_s']:,.1f} samples/s, {c['step_ms']:.1f} ms/step, "
             f"peak {c['peak_memory_mb']:,.0f} MB")
     for r in report["throughput"].get("ratios", []):
@@ -563,8 +568,8 @@ def markdown(report: dict[str, Any]) -> str:
         if key in ddp:
             row("ddp", key, ddp[key])
     for side in ("single", "group"):
-        if side in ddp:
-            d = ddp[side]
+        d = ddp.get(side)
+        if d and d.get("status") == "ok":
             row("ddp", f"{side}: {d['backend']} x{d['world_size']}",
                 f"{d['steps']} steps, {d['samples_per_s']:,.0f} samples/s, RMSE {d['depth_rmse']:.4f}, "
                 f"IoU {d['mask_iou']:.4f}")
