@@ -44,10 +44,12 @@ def test_json_output(tiny_dataset, tiny_manifest):
     info = json.loads(result.stdout)
     assert info["samples"] == TINY_COUNT and info["shards"] == 4
     assert info["split_counts"] == tiny_manifest["split"]["counts"]
-    assert sum(info["split_counts"].values()) == TINY_COUNT
+    counts = info["split_counts"]  # 'mixed' (version 1's name) is kept as unseen_bg + unseen_fg
+    assert counts["train"] + counts["val"] + counts["unseen_bg"] + counts["unseen_fg"] == TINY_COUNT
+    assert counts["mixed"] == counts["unseen_bg"] + counts["unseen_fg"]
     assert info["bytes_on_disk"] == tiny_manifest["sizes"]["total_on_disk"]
     assert [it["item"] for it in info["items"]] == ["bg", "fg_bg", "mask", "depth"]
-    assert set(info["stats_by_split"]) == {"all", "train", "val"}
+    assert set(info["stats_by_split"]) == {"all", "train", "val", "unseen_bg", "unseen_fg"}
     assert info["stats_by_split"]["val"]["fg_bg"]["mean"] == tiny_manifest["stats"]["val"]["fg_bg"]["mean"]
     assert "verify" not in info
     # the library call gives the same facts, and the table is made of them
