@@ -21,6 +21,9 @@ from .plan import SPLIT_NAMES, SamplePlan, Split
 from .shards import open_checked, open_readonly
 
 
+_SPLIT_GROUPS = {"mixed": ("unseen_bg", "unseen_fg")}  # the samples in neither train nor val
+
+
 class DatasetReader:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -155,15 +158,18 @@ class DatasetReader:
         return SamplePlan(p["backgrounds"], p["foregrounds"], p["positions"], p["flip"], p["limit"])
 
     def split_indices(self, name: str) -> np.ndarray:
-        """Global sample indices of a split ('train', 'val', 'mixed' or 'all'), ascending."""
+        """Global sample indices of a split (one of SPLIT_NAMES, 'mixed' = unseen_bg + unseen_fg as format
+        version 1 named them, or 'all'), ascending."""
         if name == "all":
             return np.arange(len(self), dtype=np.int64)
-        if name not in SPLIT_NAMES:
-            raise DepthmaskError(f"--split: unknown split {name!r}; expected one of all, {', '.join(SPLIT_NAMES)}")
+        wanted = _SPLIT_GROUPS.get(name, (name,))
+        if not set(wanted) <= set(SPLIT_NAMES):
+            raise DepthmaskError(f"--split: unknown split {name!r}; expected one of all, {', '.join(SPLIT_NAMES)}, "
+                                 "mixed")
         split = Split(tuple(self.manifest["split"]["val_backgrounds"]), tuple(self.manifest["split"]["val_foregrounds"]))
         index = np.arange(len(self), dtype=np.int64)
         bg, fg, _, _ = self.plan().locate(index)
-        return index[split.assign(bg, fg) == SPLIT_NAMES.index(name)]
+        return index[np.isin(split.assign(bg, fg), [SPLIT_NAMES.index(n) for n in wanted])]
 
     def stats(self, split: str = "all") -> dict[str, Any]:
         """Per-field mean/std (RGB order, [0, 1] scale) over a split ('all' when not recorded per split)."""

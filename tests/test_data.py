@@ -441,3 +441,18 @@ def test_batch_normalizer_standardises(tiny_dataset):
     cl = BatchNormalizer(ds.stats(), "cpu", channels_last=True)(raw)
     assert cl["bg"].is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(cl["bg"], b["bg"])
+
+
+def test_split_indices_match_the_manifest_counts(tiny_dataset, tiny_manifest):
+    """Every split the manifest counts can be read by name, 'mixed' (format version 1's name for the samples in
+    neither train nor val) included; they partition the dataset."""
+    from pipeline import DatasetReader
+
+    reader = DatasetReader(tiny_dataset)
+    counts = tiny_manifest["split"]["counts"]
+    parts = {name: reader.split_indices(name) for name in counts}
+    assert {name: len(p) for name, p in parts.items()} == counts
+    assert np.array_equal(np.sort(np.concatenate([parts["mixed"], parts["train"], parts["val"]])), np.arange(64))
+    assert np.array_equal(parts["mixed"], np.union1d(parts["unseen_bg"], parts["unseen_fg"]))
+    with pytest.raises(DepthmaskError, match="unknown split 'nonsense'"):
+        reader.split_indices("nonsense")
