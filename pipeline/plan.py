@@ -158,8 +158,10 @@ class Split:
     def counts(self, plan: SamplePlan) -> dict[str, int]:
         """Samples per split, computed per (background, foreground) pair of the plan (no array of the
         sample count's length)."""
-        bg = np.repeat(np.arange(plan.used_backgrounds, dtype=np.int64), plan.n_foregrounds)
-        fg = np.tile(np.arange(plan.n_foregrounds, dtype=np.int64), plan.used_backgrounds)
+        # the pairs with samples only, so each pair's first index is below count + positions * variants
+        n_fg = plan.n_foregrounds if plan.used_backgrounds > 1 else plan.used_foregrounds
+        bg = np.repeat(np.arange(plan.used_backgrounds, dtype=np.int64), n_fg)
+        fg = np.tile(np.arange(n_fg, dtype=np.int64), plan.used_backgrounds)
         per_pair = plan.positions * plan.variants
         samples = np.clip(plan.count - (bg * plan.n_foregrounds + fg) * per_pair, 0, per_pair)
         assigned = self.assign(bg, fg)

@@ -245,3 +245,11 @@ def test_a_kind_with_one_used_asset_is_not_held_out():
     assert split.counts(tiny) == {"train": 4, "val": 0, "unseen_bg": 0, "unseen_fg": 0}
     assert "single background and a single foreground" in empty_val_reason(tiny, split, 0.1)
     assert "--val-fraction is 0" in empty_val_reason(plan, plan_split(plan, 0.0, 0), 0.0)
+
+
+def test_split_counts_of_a_plan_with_huge_counts_and_a_small_limit():
+    # 10^18 positions: the pairs after the first would overflow int64 indices, and none has a sample
+    plan = SamplePlan(1020, 104, 10**18, True, limit=8)
+    split = plan_split(plan, 0.1, seed=0)
+    assert (plan.used_backgrounds, plan.used_foregrounds) == (1, 1)
+    assert split.counts(plan) == {"train": 8, "val": 0, "unseen_bg": 0, "unseen_fg": 0}
