@@ -183,7 +183,8 @@ def train_command(ctx: click.Context, data: Path, output: Path, depth_arch: str,
               help="PNG file to write.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="A dm-train checkpoint: adds predicted mask and depth columns.")
-@click.option("--split", type=click.Choice(("all", *SPLIT_NAMES)), default="val", help="Split to draw from.")
+@click.option("--split", type=click.Choice(("all", *SPLIT_NAMES, "mixed")), default="val",
+              help="Split to draw from (mixed: unseen_bg and unseen_fg together, format version 1's name).")
 @click.option("--count", "-n", type=int, default=8, help="Number of samples (rows).")
 @click.option("--seed", type=int, default=0, help="Seed of the sample choice.")
 @click.option("--size", type=click.IntRange(16, 1024), default=None,
