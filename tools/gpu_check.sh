@@ -125,18 +125,19 @@ if ! command -v dm-predict >/dev/null; then
   note predict skipped "dm-predict is not installed here (another issue is building it); run this script again once it is"
 else
   help=$(dm-predict --help 2>&1 || true)
-  model_opt=""
-  for o in --checkpoint --model; do grep -q -- "$o" <<<"$help" && { model_opt=$o; break; }; done
-  if [ -z "$model_opt" ] || ! grep -q -- "--fg-bg" <<<"$help" || ! grep -q -- "--output" <<<"$help"; then
-    note predict skipped "dm-predict exists but not with the options this script expects (--checkpoint/--model, --bg, --fg-bg, --output, --device): update tools/gpu_check.sh"
+  model=()  # the checkpoint: positional (Usage: dm-predict [OPTIONS] MODEL) or an option
+  if grep -q "Usage: dm-predict \[OPTIONS\] MODEL" <<<"$help"; then model=("$OUT/quality/best.pt")
+  else for o in --checkpoint --model; do grep -q -- "$o" <<<"$help" && { model=("$o" "$OUT/quality/best.pt"); break; }; done; fi
+  if [ ${#model[@]} = 0 ] || ! grep -q -- "--fg-bg" <<<"$help" || ! grep -q -- "--output" <<<"$help"; then
+    note predict skipped "dm-predict exists but not with the options this script expects (MODEL, --bg, --fg-bg, --output, --device): update tools/gpu_check.sh"
   else
     t=$(now)
-    if dm-predict "$model_opt" "$OUT/quality/best.pt" --bg "$OUT/pairs/bg" --fg-bg "$OUT/pairs/fg_bg" \
-         --output "$OUT/predicted" --device "$DEVICE" --overwrite >&2; then
+    if dm-predict "${model[@]}" --bg "$OUT/pairs/bg" --fg-bg "$OUT/pairs/fg_bg" \
+         --output "$OUT/predicted" --device "$DEVICE" --overwrite --no-progress >&2; then
       s=$(since "$t"); n=$(ls "$OUT/pairs/bg" | wc -l)
       note predict ok "dm-predict on $DEVICE: $n pairs from the val split ($($PY -c "print(round($n / $s, 1))") pairs/s, start-up included)" --seconds "$s"
     else
-      note predict failed "dm-predict $model_opt best.pt --bg --fg-bg --output --device $DEVICE failed (its error is above)"
+      note predict failed "dm-predict best.pt --bg --fg-bg --output --device $DEVICE failed (its error is above)"
     fi
   fi
 fi
