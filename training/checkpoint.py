@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import errno
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pipeline import DepthmaskError, __version__
+from pipeline.quiet import first_sentence, quiet
 
 from .config import TrainConfig
 from .models import DepthMaskNet, ModelConfig, build_model
@@ -75,8 +75,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DepthmaskError(f"{path}: checkpoint file does not exist")
     try:
-        with warnings.catch_warnings():  # torch's advice about weights_only is not for our users
-            warnings.simplefilter("ignore")
+        with quiet():  # torch's warnings and advice about weights_only are not for our users
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - damaged bytes make torch's unpickler fail in many ways
         # (UnpicklingError, BadZipFile, RuntimeError, EOFError, IndexError, ...): all mean "unreadable"
@@ -97,7 +96,7 @@ def _first_line(exc: BaseException) -> str:
     first = text.splitlines()[0]
     if "Weights only load failed" in first or "weights_only" in first:
         return "it holds Python objects other than tensors and plain values, which are never unpickled"
-    return first[:160]
+    return first_sentence(exc)
 
 
 def config_of(state: dict[str, Any], path: Path | str) -> TrainConfig:
