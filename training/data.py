@@ -18,7 +18,6 @@ along with each index, so persistent workers need no signal when an epoch change
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
