@@ -37,6 +37,9 @@ def test_run_folder_contents(trained_run, tiny_dataset):
     assert "baseline" in rows[0] and "epoch" not in rows[0]
     assert rows[0]["size"] == 32 and rows[0]["n_images"] == 4.0
     assert rows[0]["mask_constant"] in (0.0, 1.0) and 0 < rows[0]["depth_constant"] < 1
+    floors = rows[0]["floors"]  # dm-eval's floors, logged once per run beside the curves
+    assert 0 <= floors["diff_threshold"]["mask_iou"] <= 1 and 0 <= floors["diff_threshold"]["threshold"] <= 255
+    assert 0 <= floors["background_depth"]["depth_rmse"] < rows[0]["depth_rmse"]
     epochs = rows[1:]
     assert [r["epoch"] for r in epochs] == [1, 2]
     for r in epochs:

@@ -118,15 +118,16 @@ def export_samples(data: str | Path, output: str | Path, *, checkpoint: str | Pa
     titles = ["bg", "fg_bg", "mask", "depth"]
     predictions = None
     if checkpoint is not None:
-        from .checkpoint import model_from_checkpoint
+        from .checkpoint import input_size_of, model_from_checkpoint, normalization_of
         from .data import BatchNormalizer
         from .distributed import pick_device
 
-        model, config, _ = model_from_checkpoint(checkpoint)
+        model, config, state = model_from_checkpoint(checkpoint)
         dev = pick_device(device)
         model = model.to(dev)
-        model_size = config.schedule[-1][0]
-        normalizer = BatchNormalizer(reader.stats("train"), dev)
+        model_size = input_size_of(config)
+        # the normalisation the network was trained with, not this dataset's (they differ on other data)
+        normalizer = BatchNormalizer(normalization_of(state, checkpoint), dev)
         predictions = predict(model, normalizer, samples, model_size, dev)
         titles += ["pred mask", "pred depth"]
     rows = []

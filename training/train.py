@@ -476,8 +476,13 @@ class _Trainer:
         baseline = max(results, key=lambda r: r["mask_iou"])
         if not self.dist.is_main:
             return
+        from .evaluate import log_floors  # the floors dm-eval reports beside every figure, on the same val samples
+
+        size = self.config.size_at(0)
+        floors = log_floors(self.config.data, "val", size, self.log, samples=self.val_count())
         self._append_metrics({"baseline": "constant prediction (train mean depth, best constant mask)",
-                              "size": self.config.size_at(0), **baseline})
+                              "size": size, **baseline,
+                              "floors": {k: v for k, v in floors.items() if k != "constant"}})
         self.log(f"constant-prediction floor on val: depth RMSE {baseline['depth_rmse']:.4f}, "
                  f"mask IoU {baseline['mask_iou']:.4f}")
 
