@@ -65,7 +65,7 @@ def test_depthmask_loader_reads_back_equal(bench, source, tiny_dataset, one_thre
 
 def test_check_catches_one_changed_value(bench, source, tiny_dataset, one_thread):
     batch = next(iter(bench.loader_depthmask(tiny_dataset, 4, 0, source.count)))
-    batch["depth"].numpy()[1, 0, 5, 5] += 1  # torch has no arithmetic on uint16
+    batch["depth"].numpy()[1, 0, 5, 5] ^= 1  # one bit of one depth value (torch has no arithmetic on uint16)
     batch["mask"].numpy()[2, 0, 0, 0] ^= 1
     batch["fg_bg"].numpy()[3, 0, 9, 9] ^= 4
     tally = fresh_tally()
