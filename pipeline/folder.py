@@ -27,15 +27,14 @@ def _ours(name: str, patterns: list[re.Pattern]) -> bool:
 
 
 def prepare_output_folder(root: Path) -> Path:
-    """The folder must be creatable or exist as a writable folder; its parent must exist."""
+    """The folder must exist as a writable folder or be creatable (with its parents, as `dm-build-lmdb
+    out/default` in a fresh clone needs)."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise DepthmaskError(f"{root}: output path is a file, expected a folder")
     if not root.exists():
-        if not root.parent.is_dir():
-            raise DepthmaskError(f"{root}: parent folder {root.parent} does not exist (create it first)")
         try:
-            root.mkdir(exist_ok=True)  # parts of a partitioned build may create it at the same moment
+            root.mkdir(parents=True, exist_ok=True)  # parts of a partitioned build may create it at the same moment
         except OSError as exc:
             raise DepthmaskError(f"{root}: cannot create the output folder ({exc.strerror})") from None
     probe = root / f".write-probe-{os.getpid()}"

@@ -107,10 +107,11 @@ def test_output_is_a_file(tmp_path):
     assert target.read_text() == "keep me"
 
 
-def test_parent_folder_missing(tmp_path):
-    out = tmp_path / "no" / "such" / "out"
-    assert_one_line_error(run_cli("dm-build-lmdb", out, *TINY_ARGS), "parent folder", "does not exist")
-    assert not (tmp_path / "no").exists()
+def test_missing_parent_folders_are_created(tmp_path):
+    out = tmp_path / "no" / "such" / "out"  # as `dm-build-lmdb out/default` in a fresh clone
+    result = run_cli("dm-build-lmdb", out, *TINY_ARGS)
+    assert result.rc == 0, str(result)
+    assert (out / "manifest.json").is_file()
 
 
 def test_output_under_a_regular_file(tmp_path):
