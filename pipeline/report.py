@@ -106,8 +106,10 @@ def format_table(info: dict[str, Any]) -> str:
         f"dataset      {info['path']} ({info['format']}, seed {info['seed']})",
         f"samples      {info['samples']:,} in {info['shards']} shard(s); {human_bytes(info['bytes_on_disk'])} on disk, "
         f"{info['kb_per_sample']:.2f} KB/sample",
-        f"splits       train {counts['train']:,}  val {counts['val']:,}  mixed (in neither) {counts['mixed']:,}; "
-        f"held out: {len(info['val_backgrounds'])} backgrounds, {len(info['val_foregrounds'])} foregrounds",
+        f"splits       train {counts['train']:,}  val {counts['val']:,}  "
+        + (f"unseen_bg {counts['unseen_bg']:,}  unseen_fg {counts['unseen_fg']:,}; " if "unseen_bg" in counts
+           else f"mixed (in neither) {counts['mixed']:,}; ")
+        + f"held out: {len(info['val_backgrounds'])} backgrounds, {len(info['val_foregrounds'])} foregrounds",
         "depth        " + describe_depth(depth),
         "statistics   per channel (RGB order), on the [0, 1] scale, exact over the stored (decoded) data",
     ]

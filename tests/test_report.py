@@ -31,7 +31,8 @@ def test_table_lists_items_and_sizes(tiny_dataset, tiny_manifest):
         assert kind in row and f" {count} " in row and shape in row and human_bytes(nbytes) in row, row
         assert f"{stats[item]['mean'][0]:.4f}" in row and f"{stats[item]['std'][0]:.4f}" in row, row
     counts = tiny_manifest["split"]["counts"]
-    assert f"train {counts['train']}  val {counts['val']}  mixed (in neither) {counts['mixed']}" in out
+    assert (f"train {counts['train']}  val {counts['val']}  unseen_bg {counts['unseen_bg']}  unseen_fg "
+            f"{counts['unseen_fg']}; ") in out
     assert "64 in 4 shard(s)" in out
     assert "depthmask-lmdb v1" in out and "seed 0" in out
     assert human_bytes(sizes["total_on_disk"]) in out
