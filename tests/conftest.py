@@ -183,3 +183,20 @@ def trained_run(tiny_dataset, tmp_path_factory) -> Path:
     finally:
         torch.set_num_threads(before)
     return run
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """one_thread for a whole module (module-scoped fixtures that train or predict run under it too)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(trained_run) -> Path:
+    """The shipped checkpoint (best.pt) of the session's tiny trained run."""
+    return trained_run / "best.pt"

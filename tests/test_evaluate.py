@@ -22,16 +22,8 @@ TOL = 3
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread_here():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread_module):
     yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(trained_run):
-    return trained_run / "best.pt"
 
 
 @pytest.fixture(scope="module")

@@ -43,18 +43,9 @@ def write_pair_folders(root: Path, pairs=PAIRS) -> tuple[Path, Path]:
     return bg_dir, fg_dir
 
 
-@pytest.fixture(scope="module")
-def checkpoint(trained_run) -> Path:
-    return trained_run / "best.pt"
-
-
 @pytest.fixture(scope="module", autouse=True)
-def one_thread_here():
-    """One compute thread for the in-process commands too (see conftest.one_thread)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread_module):
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
