@@ -1,9 +1,12 @@
 """Contact sheet of the procedural scene kit: backgrounds, their depth, and foregrounds.
 
     python tools/preview_scenes.py [out/scenes_preview.png] [--seed 0] [--backgrounds 16] [--foregrounds 32]
+        [--composites 16]
 
 Each background is shown next to its depth (turbo colour map on log depth: near = red, far/sky =
 dark blue); foregrounds are composited over a checkerboard so their alpha edges are visible.
+With --composites N, also N samples of the build (background i with foreground i) composed with the
+fixed and the depth-scaled placement side by side, each labelled with its level and object depth.
 Also prints render times, JPEG q90 sizes and depth statistics.
 """
 from __future__ import annotations
@@ -18,7 +21,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.scenes import FAR_M, render_background, render_foreground  # noqa: E402
+from pipeline import placement as pl  # noqa: E402
+from pipeline.assets import procedural_background  # noqa: E402
+from pipeline.compose import composite, object_depth, prepare_foreground  # noqa: E402
+from pipeline.scenes import FAR_M, foreground_width_m, nominal_focal_px, render_background, render_foreground  # noqa: E402
 
 GAP = 4
 LABEL_H = 14
@@ -60,6 +66,26 @@ def grid(tiles: list[np.ndarray], cols: int) -> np.ndarray:
     return np.concatenate(rows, 0)
 
 
+def composite_tiles(seed: int, first: int, count: int, size: int) -> list[np.ndarray]:
+    """Sample i = background i with foreground i (twice: fixed, depth-scaled), as the build places them."""
+    tiles = []
+    for i in range(first, first + count):
+        bg = procedural_background(i, seed=seed, size=size)
+        fg = render_foreground(i, seed=seed)
+        key, fgi, bgi = np.array([i]), np.array([0]), np.array([0])
+        w, h = np.array([fg.shape[1]]), np.array([fg.shape[0]])
+        scale = pl.DepthScale(np.array([foreground_width_m(i, seed=seed)]), FAR_M / 65535, nominal_focal_px(size))
+        for name, (x, y, level) in (
+                ("fixed", pl.fixed_placements(seed, key, w, h, np.array([bg.ground_top]), size)),
+                ("depth", pl.depth_scaled_placements(seed, key, fgi, w, h, bgi, [bg.depth], np.array([bg.ground_top]),
+                                                     size, scale))):
+            prepared = prepare_foreground(pl.scale_foreground(fg, int(level[0])))
+            image = composite(bg.image, prepared, int(x[0]), int(y[0]))
+            z = object_depth(bg.depth, prepared, int(x[0]), int(y[0])) * FAR_M / 65535
+            tiles.append(labelled(image, f"{i} {name} k={int(level[0])} {z:.1f} m", size, size))
+    return tiles
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("output", nargs="?", default="out/scenes_preview.png")
@@ -68,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--foregrounds", type=int, default=32)
     p.add_argument("--first", type=int, default=0, help="index of the first asset shown")
     p.add_argument("--size", type=int, default=224)
+    p.add_argument("--composites", type=int, default=0, help="samples shown with both placements")
     args = p.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -107,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         w = max(sheet_bg.shape[1], sheet_fg.shape[1])
         sheets = [np.pad(x, ((0, GAP * 2), (0, w - x.shape[1]), (0, 0)), constant_values=255)
                   for x in (sheet_bg, sheet_fg)]
+    if args.composites:
+        sheet_c = grid(composite_tiles(args.seed, args.first, args.composites, s), 8)
+        w = max(x.shape[1] for x in sheets + [sheet_c])
+        sheets = [np.pad(x, ((0, GAP * 2), (0, w - x.shape[1]), (0, 0)), constant_values=255)
+                  for x in sheets + [sheet_c]]
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out), np.concatenate(sheets, 0))

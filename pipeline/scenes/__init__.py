@@ -7,15 +7,15 @@ anti-aliased foreground cut-outs (mostly cars). Every asset is a pure function o
 """
 from .backgrounds import FAR_M, Background, Box, Ground, Scene, Sky, build_scene, render_background, \
     render_backgrounds, render_scene
-from .camera import Camera, ground_depth, horizon_row, pixel_rays, ray_through
-from .foregrounds import render_foreground, render_foregrounds
+from .camera import Camera, ground_depth, horizon_row, nominal_focal_px, pixel_rays, ray_through
+from .foregrounds import foreground_kind, foreground_width_m, render_foreground, render_foregrounds
 
 # Bump when the rendered pixels change, so built datasets record which generator made them.
 GENERATOR_VERSION = "1"
 
 __all__ = [
     "FAR_M", "GENERATOR_VERSION", "Background", "render_background", "render_backgrounds",
-    "render_foreground", "render_foregrounds",
+    "render_foreground", "render_foregrounds", "foreground_kind", "foreground_width_m", "nominal_focal_px",
     # lower-level pieces, for tests and tools
     "Box", "Camera", "Ground", "Scene", "Sky", "build_scene", "ground_depth", "horizon_row", "pixel_rays",
     "ray_through", "render_scene",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 NEAR_M = 0.05  # near plane used when clipping polygons for projection
+HFOV_RANGE_DEG = (60.0, 75.0)  # the procedural cameras' horizontal field of view, drawn uniformly
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,12 @@ class Camera:
     @property
     def focal_px(self) -> float:
         return (self.size / 2.0) / math.tan(math.radians(self.hfov_deg) / 2.0)
+
+
+def nominal_focal_px(size: int) -> float:
+    """Focal length in pixels of a camera in the middle of the kit's field-of-view range: what depth-scaled
+    placement assumes when only a background's depth is known (the true one is within ~12 %)."""
+    return (size / 2.0) / math.tan(math.radians(sum(HFOV_RANGE_DEG) / 2) / 2.0)
 
 
 def pixel_rays(cam: Camera, scale: int = 1, dtype=np.float64) -> np.ndarray:

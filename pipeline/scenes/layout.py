@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .camera import Camera
+from .camera import HFOV_RANGE_DEG, Camera
 from .raycast import SKY, cast
 
 KIND_BG = 0x6267  # rng stream tag of backgrounds ('bg')
@@ -195,7 +195,7 @@ def _sky(rng) -> Sky:
 
 def _camera(rng, size, yaw, x=0.0, z=0.0) -> Camera:
     return Camera(height_m=float(rng.uniform(1.2, 2.2)), pitch_deg=float(rng.uniform(-10.0, -2.0)),
-                  yaw_deg=float(yaw), hfov_deg=float(rng.uniform(60.0, 75.0)), size=size, x_m=float(x), z_m=float(z))
+                  yaw_deg=float(yaw), hfov_deg=float(rng.uniform(*HFOV_RANGE_DEG)), size=size, x_m=float(x), z_m=float(z))
 
 
 def _street(rng, size):
