@@ -1,5 +1,6 @@
 """Embedded procedural scene kit: street / yard / lot backgrounds with exact z-depth, and
-anti-aliased foreground cut-outs (mostly cars). Every asset is a pure function of (index, seed).
+anti-aliased foreground cut-outs (cars, people, street furniture, animals, boxes, plants, free-form
+objects; lit, grained, some defocused, with contact shadows). Every asset is a pure function of (index, seed).
 
     from pipeline.scenes import render_backgrounds, render_foregrounds, FAR_M
     bgs = render_backgrounds(102, seed=0)      # Background(image BGR uint8, depth_m float32, horizon_row)
@@ -11,7 +12,8 @@ from .camera import Camera, ground_depth, horizon_row, nominal_focal_px, pixel_r
 from .foregrounds import foreground_kind, foreground_width_m, render_foreground, render_foregrounds
 
 # Bump when the rendered pixels change, so built datasets record which generator made them.
-GENERATOR_VERSION = "1"
+# 2: the widened object kit (figures.py, effects.py); 1: cars, bicycles and bins only.
+GENERATOR_VERSION = "2"
 
 __all__ = [
     "FAR_M", "GENERATOR_VERSION", "Background", "render_background", "render_backgrounds",
