@@ -9,10 +9,37 @@ import cv2
 import numpy as np
 
 DEFAULT_JPEG_QUALITY = 90
+DEPTH_MAX = 65535  # a stored depth value / DEPTH_MAX = normalised depth on [0, 1]
+
+# OpenCV >= 4.10 decodes a JPEG straight to RGB (IMREAD_COLOR_RGB, which replaces IMREAD_COLOR's colour
+# bit and combines with the reduced-scale bits); older versions decode BGR and convert.
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
+_IMREAD_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                   8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
 class DecodeError(ValueError):
-    pass
+    """A stored field that its codec cannot decode; the messages are made here, by the functions below."""
+
+    @classmethod
+    def not_jpeg(cls) -> "DecodeError":
+        return cls("not a decodable colour JPEG")
+
+    @classmethod
+    def not_mask_png(cls) -> "DecodeError":
+        return cls("not a decodable 1-channel PNG mask")
+
+    @classmethod
+    def not_depth_png(cls) -> "DecodeError":
+        return cls("not a decodable 16-bit 1-channel PNG")
+
+    @classmethod
+    def box_outside(cls, w: int, h: int, x: int, y: int) -> "DecodeError":
+        return cls(f"depth box {w}x{h} at ({x}, {y}) falls outside the image")
+
+    @classmethod
+    def wrong_shape(cls, shape: tuple[int, ...], expected: tuple[int, ...]) -> "DecodeError":
+        return cls(f"depth is {shape}, expected {expected}")
 
 
 @dataclass(frozen=True)
@@ -28,12 +55,20 @@ class JpegCodec:
             raise ValueError("JPEG encoding failed")
         return buf.tobytes()
 
-    def decode(self, data: bytes, reduce: int = 1) -> np.ndarray:
-        flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-                8: cv2.IMREAD_REDUCED_COLOR_8}[reduce]
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    def decode(self, data: bytes, reduce: int = 1, *, rgb: bool = False) -> np.ndarray:
+        """The image at 1/`reduce` scale (1, 2, 4, 8: the DCT's own reduction), BGR, or RGB with `rgb`: the
+        same pixels, channels reversed (straight from the decoder where OpenCV can)."""
+        buf = np.frombuffer(data, np.uint8)
+        if not rgb:
+            image = cv2.imdecode(buf, _IMREAD_REDUCED[reduce])
+        elif _IMREAD_RGB is not None:
+            image = cv2.imdecode(buf, (_IMREAD_REDUCED[reduce] & ~cv2.IMREAD_COLOR) | _IMREAD_RGB)
+        else:
+            image = cv2.imdecode(buf, _IMREAD_REDUCED[reduce])
+            if image is not None and image.ndim == 3:
+                image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         if image is None or image.ndim != 3:
-            raise DecodeError("not a decodable colour JPEG")
+            raise DecodeError.not_jpeg()
         return image
 
     def describe(self) -> dict[str, Any]:
@@ -54,7 +89,7 @@ class BilevelPngCodec:
     def decode(self, data: bytes) -> np.ndarray:
         mask = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if mask is None or mask.ndim != 2 or mask.dtype != np.uint8:
-            raise DecodeError("not a decodable 1-channel PNG mask")
+            raise DecodeError.not_mask_png()
         return mask
 
     def describe(self) -> dict[str, Any]:
@@ -102,24 +137,31 @@ class Png16Codec:
         return self._png(np.where(patch != base, patch, np.uint16(0)))
 
     def decode(self, data: bytes, background: np.ndarray | None = None,
-               origin: tuple[int, int] | None = None) -> np.ndarray:
-        """`origin` = the record's (x, y), needed when background_relative."""
+               origin: tuple[int, int] | None = None, *, out: np.ndarray | None = None) -> np.ndarray:
+        """`origin` = the record's (x, y), needed when background_relative: the box is pasted into a copy of
+        `background`. `out`: a uint16 array of the full depth's shape to decode into (no new array)."""
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if image is None or image.ndim != 2 or image.dtype != np.uint16:
-            raise DecodeError("not a decodable 16-bit 1-channel PNG")
+            raise DecodeError.not_depth_png()
         if not self.background_relative:
-            return image
+            if out is None:
+                return image
+            if image.shape != out.shape:
+                raise DecodeError.wrong_shape(image.shape, out.shape)
+            np.copyto(out, image)
+            return out
         if background is None or origin is None:
             raise DecodeError("a background-relative depth needs its background's depth and the record's x, y")
         x, y = origin
         h, w = image.shape
         if x < 0 or y < 0 or y + h > background.shape[0] or x + w > background.shape[1]:
-            raise DecodeError(f"depth box {w}x{h} at ({x}, {y}) falls outside the image")
-        depth = background.copy()
-        region = depth[y : y + h, x : x + w]
-        changed = image != 0
-        region[changed] = image[changed]
-        return depth
+            raise DecodeError.box_outside(w, h, x, y)
+        if out is None:
+            out = background.copy()
+        else:
+            np.copyto(out, background)
+        np.copyto(out[y : y + h, x : x + w], image, where=image != 0)
+        return out
 
     def describe(self) -> dict[str, Any]:
         out = {"codec": "png", "bit_depth": 16, "channels": 1, "dtype": "uint16"}

@@ -306,6 +306,7 @@ def test_library_reader_refuses_before_opening(tiny_dataset, tmp_path):
 
 def test_records_are_checked_in_the_batch_path(tiny_dataset, tmp_path, one_thread):
     """The training batch path and the straightforward decode give the same line for a crafted record."""
+    from reference_decode import load_sample
     from training.data import DepthMaskDataset
 
     root = copy_dataset(tiny_dataset, tmp_path / "data")
@@ -315,7 +316,7 @@ def test_records_are_checked_in_the_batch_path(tiny_dataset, tmp_path, one_threa
     with pytest.raises(DepthmaskError, match=f"shard-00003.lmdb key {VAL_INDEX}: depth box") as batch:
         dataset.__getitems__([position])
     with pytest.raises(DepthmaskError) as single:
-        dataset.load(position)
+        load_sample(dataset, position)
     assert str(batch.value) == str(single.value)
 
 

@@ -16,9 +16,13 @@ import torch
 
 from pipeline import DatasetReader, DepthmaskError
 from pipeline import shards as shard_module
-from training import data as data_module
-from training.data import (AugmentConfig, BatchNormalizer, DepthMaskDataset, EpochSampler, augment_matrix,
-                           decode_reduction, make_loader, photometric, resize_sample, warp_sample)
+from pipeline import codecs as codecs_module
+from reference_decode import load_sample
+from training.augment import AugmentConfig
+from training.data import DepthMaskDataset, decode_reduction, make_loader
+from training.inputs import BatchNormalizer
+from training.sampler import EpochSampler
+from training.transforms import augment_matrix, photometric, resize_sample, warp_sample
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -120,7 +124,7 @@ def test_batch_path_equals_the_reference_decode(tiny_dataset, monkeypatch, rgb_d
     values of the reader's decode done the plain way, as uint8/uint16 and after normalisation; also with
     an OpenCV that cannot decode to RGB (the BGR decode + conversion fallback)."""
     if not rgb_decode:
-        monkeypatch.setattr(data_module, "_IMREAD_RGB", None)
+        monkeypatch.setattr(codecs_module, "_IMREAD_RGB", None)
     reader = DatasetReader(tiny_dataset)
     ds = DepthMaskDataset(tiny_dataset, "train", size=size, augment=augment, seed=9)
     items = [(0, 0), (1, 5), (3, 17), (2, 5), (0, len(ds) - 1), (4, 30)]
@@ -229,19 +233,19 @@ def test_photometry_changes_only_the_images(tiny_dataset):
 
 
 def test_augmentation_equals_the_manual_transform(tiny_dataset):
-    """load() with augmentation == augment_matrix + warp_sample + photometric, in that order, from the rng
+    """load_sample() with augmentation == augment_matrix + warp_sample + photometric, in that order, from the rng
     seeded with (seed, epoch, sample index), applied to the unaugmented arrays."""
     config = AugmentConfig(min_scale=0.8, max_rotation_deg=5.0)
     plain = DepthMaskDataset(tiny_dataset, "train", size=64)
     aug = DepthMaskDataset(tiny_dataset, "train", size=64, augment=config, seed=7)
     for epoch, position in ((0, 0), (2, 9), (5, 33)):
         index = int(aug.indices[position])
-        bg, fg_bg, mask, depth = plain.load(position)
+        bg, fg_bg, mask, depth = load_sample(plain, position)
         rng = np.random.default_rng([7, epoch, index])
         m = augment_matrix(rng, 64, config)
         bg, fg_bg, mask, depth = warp_sample(m, bg, fg_bg, mask, depth, 64)
         bg, fg_bg = photometric(rng, config, bg, fg_bg)
-        got = aug.load(position, epoch)
+        got = load_sample(aug, position, epoch)
         for name, want, have in zip(("bg", "fg_bg", "mask", "depth"), (bg, fg_bg, mask, depth), got):
             np.testing.assert_array_equal(have, want, err_msg=name)
 

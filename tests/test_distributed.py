@@ -14,7 +14,8 @@ from conftest import REPO, TINY_MODEL_ARGS, read_metrics, train_env
 from pipeline import DepthmaskError
 from training import distributed as dist_utils
 from training.checkpoint import load_checkpoint, model_from_checkpoint
-from training.data import BatchNormalizer, DepthMaskDataset, make_loader
+from training.data import DepthMaskDataset, make_loader
+from training.inputs import BatchNormalizer
 from training.losses import total_loss
 from training.metrics import SegDepthMetrics, constant_baseline
 from training.precision import fast_path_default

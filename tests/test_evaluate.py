@@ -12,6 +12,7 @@ import torch
 
 from conftest import assert_one_line_error
 from pipeline.plan import SPLIT_NAMES
+from reference_decode import load_sample
 from training.checkpoint import input_size_of, load_checkpoint, model_from_checkpoint, normalization_of
 from training.data import DepthMaskDataset
 from training.evaluate import EvalOptions, evaluate, floor_metrics, format_report
@@ -33,11 +34,11 @@ def result(tiny_dataset, checkpoint):
 
 # ---- by hand ---------------------------------------------------------------------------------------
 def samples_by_hand(data, split, size):
-    """RGB bg, fg_bg, 0/1 mask, float depth and each sample's own background depth, decoded through load()."""
+    """RGB bg, fg_bg, 0/1 mask, float depth and each sample's own background depth, decoded through load_sample()."""
     dataset = DepthMaskDataset(data, split, size=size)
     out = {"bg": [], "fg_bg": [], "mask": [], "depth": [], "bg_depth": []}
     for position in range(len(dataset)):
-        bg, fg, mask, depth = dataset.load(position)
+        bg, fg, mask, depth = load_sample(dataset, position)
         out["bg"].append(bg[:, :, ::-1])
         out["fg_bg"].append(fg[:, :, ::-1])
         out["mask"].append(mask.astype(bool))

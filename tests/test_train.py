@@ -80,7 +80,8 @@ FAST_PATHS = pytest.mark.parametrize("fast", [False, True], ids=["float32", "bf1
 
 def _loss_and_metrics_on(model, data: Path, split: str, size: int) -> tuple[float, dict]:
     """Mean loss and metrics of `model` over a whole split, unaugmented, in float32."""
-    from training.data import BatchNormalizer, DepthMaskDataset, make_loader
+    from training.data import DepthMaskDataset, make_loader
+    from training.inputs import BatchNormalizer
     from training.losses import LossConfig, total_loss
     from training.metrics import SegDepthMetrics
 

@@ -22,7 +22,7 @@ from conftest import (REPO, TINY_MODEL_ARGS, CliResult, assert_one_line_error, c
                       tiny_train_config, train_env)
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import TrainConfig
-from training.data import AugmentConfig
+from training.augment import AugmentConfig
 from training.models import ModelConfig, build_model
 
 TRAIN_ARGS = [*TINY_MODEL_ARGS, "--schedule", "32:1", "--batch-size", "8", "--workers", "0", "--device", "cpu",

@@ -30,7 +30,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import DatasetReader  # noqa: E402
-from training.data import AugmentConfig, BatchNormalizer, DepthMaskDataset, make_loader  # noqa: E402
+from training.augment import AugmentConfig  # noqa: E402
+from training.data import DepthMaskDataset, make_loader  # noqa: E402
+from training.inputs import BatchNormalizer  # noqa: E402
 
 
 class FolderDataset(torch.utils.data.Dataset):

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from pipeline import DepthmaskError
+from pipeline.codecs import DEPTH_MAX
 from pipeline.plan import SPLIT_NAMES
 
 from .metrics import BOUNDARY_TOLERANCE_PX, EvalMetrics, best_diff_threshold, diff_histograms
@@ -117,7 +118,7 @@ def _background_depth(reader: Any, indices: torch.Tensor, size: int) -> torch.Te
         depth = reader.background(int(reader.record(int(index))["bg"]))[1]
         if depth.shape[0] != size:
             depth = cv2.resize(depth, (size, size), interpolation=cv2.INTER_AREA)
-        maps.append(torch.from_numpy(depth.astype(np.float32) / 65535.0))
+        maps.append(torch.from_numpy(depth.astype(np.float32) / DEPTH_MAX))
     return torch.stack(maps).unsqueeze(1)
 
 
@@ -134,7 +135,7 @@ def floor_metrics(data: Path | str, split: str, size: int, *, samples: int | Non
     constant = {c: EvalMetrics(far_m, boundary_tolerance) for c in (0.0, 1.0)}
     heuristic = EvalMetrics(far_m, boundary_tolerance)
     for batch in _batches(dataset, _first(dataset, samples), batch_size):
-        depth, mask = batch["depth"].float() / 65535.0, batch["mask"].float()
+        depth, mask = batch["depth"].float() / DEPTH_MAX, batch["mask"].float()
         flat = torch.full_like(depth, depth_mean)
         for c, m in constant.items():
             m.update(flat, depth, torch.full_like(depth, 1.0 if c else -1.0), mask)
@@ -157,7 +158,7 @@ def evaluate(data: Path | str, checkpoint: Path | str, options: EvalOptions = Ev
     from tqdm import tqdm
 
     from .checkpoint import input_size_of, load_checkpoint, model_from_checkpoint, normalization_of
-    from .data import BatchNormalizer
+    from .inputs import BatchNormalizer
     from .distributed import pick_device
     from .losses import total_loss
     from .precision import fast_path_default

@@ -13,6 +13,10 @@ import numpy as np
 import torch
 
 from pipeline import DatasetReader, DepthmaskError
+from pipeline import images as image_rules
+from pipeline.codecs import DEPTH_MAX
+
+from .inputs import BatchNormalizer, sample_inputs
 
 TITLE_H = 22
 LEGEND_H = 44
@@ -30,10 +34,11 @@ def mask_tile(mask01: np.ndarray) -> np.ndarray:
 
 
 def _fit(image: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    interp = cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR)
-    return cv2.resize(image, (size, size), interpolation=interp)
+    """A tile: the shared resize rule (area when shrinking), or nearest for coloured maps (no blended colours)."""
+    if not nearest:
+        return image_rules.resize(image, size, size)
+    return image if image.shape[:2] == (size, size) else cv2.resize(image, (size, size),
+                                                                      interpolation=cv2.INTER_NEAREST)
 
 
 def compose_grid(rows: list[list[np.ndarray]], titles: list[str], tile: int, far_m: float) -> np.ndarray:
@@ -85,17 +90,10 @@ def choose_samples(reader: DatasetReader, split: str, count: int, seed: int) -> 
 def predict(model: torch.nn.Module, normalizer: Any, samples: list[dict[str, Any]], size: int,
             device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Predicted (depth [0, 1], mask probability) per sample at the model's input size."""
-    def batch_of(key: str) -> torch.Tensor:
-        arrays = [_fit(s[key], size)[:, :, ::-1] for s in samples]  # BGR -> RGB
-        return torch.from_numpy(np.ascontiguousarray(np.stack(arrays))).permute(0, 3, 1, 2)
-
-    batch = {"bg": batch_of("bg"), "fg_bg": batch_of("fg_bg"),
-             "mask": torch.zeros(len(samples), 1, size, size), "depth": torch.zeros(len(samples), 1, size, size),
-             "index": torch.zeros(len(samples), dtype=torch.long)}
-    b = normalizer(batch)
+    bg, fg_bg = sample_inputs(samples, size, normalizer)
     model.eval()
     with torch.no_grad():
-        depth, logits = model(b["bg"], b["fg_bg"])
+        depth, logits = model(bg, fg_bg)
     return depth[:, 0].float().cpu().numpy(), torch.sigmoid(logits[:, 0]).float().cpu().numpy()
 
 
@@ -119,7 +117,6 @@ def export_samples(data: str | Path, output: str | Path, *, checkpoint: str | Pa
     predictions = None
     if checkpoint is not None:
         from .checkpoint import input_size_of, model_from_checkpoint, normalization_of
-        from .data import BatchNormalizer
         from .distributed import pick_device
 
         model, config, state = model_from_checkpoint(checkpoint)
@@ -133,7 +130,7 @@ def export_samples(data: str | Path, output: str | Path, *, checkpoint: str | Pa
     rows = []
     for j, s in enumerate(samples):
         row = [_fit(s["bg"], tile), _fit(s["fg_bg"], tile), _fit(mask_tile(s["mask"] / 255.0), tile, nearest=True),
-               _fit(colorize_depth(s["depth"] / 65535.0), tile, nearest=True)]
+               _fit(colorize_depth(s["depth"] / DEPTH_MAX), tile, nearest=True)]
         if predictions is not None:
             row += [_fit(mask_tile(predictions[1][j]), tile), _fit(colorize_depth(predictions[0][j]), tile)]
         rows.append(row)

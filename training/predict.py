@@ -137,7 +137,7 @@ def _checkpoint_predictor(path: Path, device: str, amp: bool | None, stats: Path
     import torch
 
     from .checkpoint import dataset_info_of, input_size_of, load_checkpoint, model_from_checkpoint, normalization_of
-    from .data import BatchNormalizer
+    from .inputs import BatchNormalizer
     from .inputs import network_inputs
     from .precision import fast_path_default
 

@@ -31,7 +31,8 @@ from .checkpoint import (BEST_NAME, KIND_RESUME, LAST_NAME, config_of, dataset_i
                          load_model_state, normalization_from_stats, save_checkpoint, shipped_state)
 from .config import BEST_METRICS, TrainConfig
 from .curves import write_curves
-from .data import BatchNormalizer, DepthMaskDataset, make_loader
+from .data import DepthMaskDataset, make_loader
+from .inputs import BatchNormalizer
 from .losses import total_loss
 from .metrics import SegDepthMetrics
 from .models import build_model, count_parameters
