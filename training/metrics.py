@@ -190,11 +190,23 @@ def constant_baseline(
     if depth_value is None:
         batches = _reiterable(batches)
         depth_value = mean_depth(batches)
+    return constant_results(*constant_sums(batches, depth_value, eps=eps), depth_value)
+
+
+def constant_sums(batches: Iterable[tuple[Tensor, Tensor]], depth_value: float, *,
+                  eps: float = DEPTH_EPS) -> tuple[SegDepthMetrics, SegDepthMetrics]:
+    """The accumulators of `constant_baseline` (all background, all foreground), before `compute`: their sums can
+    be all-reduced across ranks first."""
     bg, fg = SegDepthMetrics(eps), SegDepthMetrics(eps)
     for depth_true, mask_true in batches:
         pred = torch.full_like(depth_true, float(depth_value), dtype=torch.float64)
         bg.update(pred, depth_true, torch.full_like(pred, -1.0), mask_true)
         fg.update(pred, depth_true, torch.full_like(pred, 1.0), mask_true)
+    return bg, fg
+
+
+def constant_results(bg: SegDepthMetrics, fg: SegDepthMetrics, depth_value: float) -> dict[str, dict[str, float]]:
+    """`constant_baseline`'s answer from its accumulators."""
     out = {
         "all_background": {**bg.compute(), "depth_constant": float(depth_value), "mask_constant": 0.0},
         "all_foreground": {**fg.compute(), "depth_constant": float(depth_value), "mask_constant": 1.0},

@@ -24,6 +24,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline import DatasetReader, DepthmaskError, __version__
+from pipeline.codecs import DEPTH_MAX
 from pipeline.format import write_json_atomic
 
 from . import distributed as dist_utils
@@ -34,7 +35,7 @@ from .curves import write_curves
 from .data import DepthMaskDataset, make_loader
 from .inputs import BatchNormalizer
 from .losses import total_loss
-from .metrics import SegDepthMetrics
+from .metrics import SegDepthMetrics, constant_results, constant_sums
 from .models import build_model, count_parameters
 from .precision import fast_path_default
 from .run_folder import CONFIG_NAME, CURVES_NAME, METRICS_NAME, TENSORBOARD_DIR, open_run_folder, \
@@ -119,6 +120,17 @@ def train(config: TrainConfig, runtime: RuntimeOptions = RuntimeOptions(),
         dist_utils.teardown(dist)
 
 
+def lr_factor(shape: str, progress: float) -> float:
+    """The learning rate as a share of the peak, a pure function of the run's progress on [0, 1]."""
+    if shape == "onecycle":  # linear warm-up from lr/25 over 15%, then cosine down to lr/1e4
+        if progress < 0.15:
+            return 0.04 + 0.96 * progress / 0.15
+        return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * (progress - 0.15) / 0.85))
+    if shape == "cosine":
+        return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0
+
+
 class _Trainer:
     def __init__(self, config: TrainConfig, runtime: RuntimeOptions, dist: dist_utils.DistInfo,
                  log: Callable[[str], None]):
@@ -151,7 +163,6 @@ class _Trainer:
         if runtime.init_from and resume_state is None:
             load_model_state(self.model, load_checkpoint(runtime.init_from), runtime.init_from)
         self.optimizer = self._make_optimizer()
-        self.started = time.monotonic()
         self.scheduler = self._make_scheduler()
         self.state = TrainState()
         if resume_state is not None:
@@ -166,7 +177,8 @@ class _Trainer:
         if dist.is_main and resume_state is None:  # set-up succeeded: now the folder holds a run
             write_json_atomic(self.out / CONFIG_NAME, self.config.to_dict())
         self.last_checkpoint = time.monotonic()
-        self.started = time.monotonic()
+        self.started = time.monotonic()  # training time starts now: the set-up above is not counted
+        self.autocast = (lambda: torch.autocast(dist.device.type, dtype=torch.bfloat16)) if self.amp else nullcontext
 
     # ---- set-up ------------------------------------------------------------------------------
     def _prepare_run_folder(self, config: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
@@ -230,7 +242,8 @@ class _Trainer:
                                    nesterov=True)
         return torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
 
-    def steps_in_epoch(self, epoch: int, rank: int | None = None) -> int:
+    def steps_in_epoch(self, rank: int | None = None) -> int:
+        """Batches of one epoch on `rank` (default: this process); every epoch has the same length."""
         n = self.epoch_length()
         share = len(range(self.dist.rank if rank is None else rank, n, self.dist.world_size))
         return math.ceil(share / self.config.batch_size)
@@ -242,27 +255,16 @@ class _Trainer:
     def _make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
         """A learning-rate factor driven by the run's progress: the share of steps done, or of the
         time limit spent when that comes first, so a time-limited run still warms up and anneals."""
-        self.total_steps = max(1, sum(self.steps_in_epoch(e, rank=0) for e in range(self.config.epochs)))
+        self.total_steps = max(1, self.steps_in_epoch(rank=0) * self.config.epochs)
         shape = self.config.lr_schedule
-
-        def factor(_: int) -> float:
-            p = self.progress()
-            if shape == "onecycle":  # linear warm-up from lr/25 over 15%, then cosine down to lr/1e4
-                if p < 0.15:
-                    return 0.04 + 0.96 * p / 0.15
-                return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * (p - 0.15) / 0.85))
-            if shape == "cosine":
-                return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * p))
-            return 1.0
-
-        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        # step 0 is the scheduler's own first call, made here before any training (progress 0)
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                 lambda step: lr_factor(shape, self.progress() if step else 0.0))
 
     def progress(self) -> float:
         """Share of the run done, identical on every rank: steps are counted as rank 0 counts them
         (the largest share), and the time share is used only in a single process, since each rank's
         clock differs and agreeing on it would need a collective every step."""
-        if not hasattr(self, "state"):
-            return 0.0
         done = (self._steps_before(self.state.epoch) + self.state.epoch_step) / self.total_steps
         if self.config.time_limit_min and not self.dist.enabled:
             spent = self.state.elapsed_s + time.monotonic() - self.started
@@ -270,7 +272,7 @@ class _Trainer:
         return min(1.0, done)
 
     def _steps_before(self, epoch: int) -> int:
-        return sum(self.steps_in_epoch(e, rank=0) for e in range(epoch))
+        return self.steps_in_epoch(rank=0) * epoch
 
     def _tensorboard(self) -> Any:
         if not self.dist.is_main:
@@ -379,7 +381,7 @@ class _Trainer:
         sampler.limit = self.epoch_length()
         sampler.set_epoch(epoch, start=self.state.epoch_step * self.config.batch_size)
         self.model.train()
-        total_steps = self.steps_in_epoch(epoch)
+        total_steps = self.steps_in_epoch()
         bar = tqdm(total=total_steps, initial=self.state.epoch_step, disable=not (self.runtime.progress and self.dist.is_main),
                    desc=f"epoch {epoch + 1}/{self.config.epochs} @{size}px", unit="batch", dynamic_ncols=True,
                    mininterval=1.0)
@@ -410,8 +412,7 @@ class _Trainer:
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, int]:
         b = self.normalizer(batch)
-        autocast = torch.autocast(self.dist.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
-        with autocast:
+        with self.autocast():
             depth, logits = self.net(b["bg"], b["fg_bg"])
         loss, parts = total_loss(depth, logits, b["depth"], b["mask"], self.config.loss)
         if not math.isfinite(parts["loss"]):
@@ -441,10 +442,9 @@ class _Trainer:
         self.model.eval()
         metrics = SegDepthMetrics()
         loss_sum = torch.zeros(2, dtype=torch.float64)
-        autocast = torch.autocast(self.dist.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
         for batch in loader:
             b = self.normalizer(batch)
-            with autocast:
+            with self.autocast():
                 depth, logits = self.model(b["bg"], b["fg_bg"])
             _, parts = total_loss(depth, logits, b["depth"], b["mask"], self.config.loss)
             n = b["bg"].shape[0]
@@ -464,17 +464,10 @@ class _Trainer:
         loader.sampler.limit = self.val_count()
         loader.sampler.set_epoch(0)
         depth_mean = float(self.train_set.stats()["depth"]["mean"][0])
-        floors = {0.0: SegDepthMetrics(), 1.0: SegDepthMetrics()}  # all background, all foreground
-        for b in loader:  # as constant_baseline, with sums that can be all-reduced
-            depth, mask = b["depth"].float() / 65535.0, b["mask"].float()
-            pred = torch.full_like(depth, depth_mean, dtype=torch.float64)
-            for constant, m in floors.items():
-                m.update(pred, depth, torch.full_like(pred, 1.0 if constant else -1.0), mask)
-        results = []
-        for constant, m in floors.items():
+        sums = constant_sums(((b["depth"].float() / DEPTH_MAX, b["mask"].float()) for b in loader), depth_mean)
+        for m in sums:
             m.load_state_tensor(dist_utils.all_reduce_sum(m.state_tensor().cpu(), self.dist))
-            results.append({**m.compute(), "depth_constant": depth_mean, "mask_constant": constant})
-        baseline = max(results, key=lambda r: r["mask_iou"])
+        baseline = constant_results(*sums, depth_mean)["best_constant"]
         if not self.dist.is_main:
             return
         from .evaluate import log_floors  # the floors dm-eval reports beside every figure, on the same val samples
