@@ -244,25 +244,35 @@ def _load_torch_export(spec: DepthModelSpec, device: str, threads: int | None) -
     return _torch_runner(module, device, threads)
 
 
-def _load_onnx(spec: DepthModelSpec, device: str, threads: int | None) -> Callable[[np.ndarray], Any]:
+def onnx_session(path: Path, device: str, threads: int | None, *, missing: str,
+                 failure: Callable[[BaseException], DepthmaskError]) -> Any:
+    """An ONNX Runtime session (CUDA first when asked for and available; `threads` intra-op threads), for depth
+    teachers and dm-predict alike. `missing`: the error when onnxruntime is not installed; `failure` words a file
+    it cannot load."""
     try:
         import onnxruntime
     except ImportError:
-        raise DepthmaskError(f"--depth-model: {spec.path.name} is an ONNX model, which needs onnxruntime: "
-                             "pip install 'depthmask[onnx]'") from None
+        raise DepthmaskError(missing) from None
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     providers = ["CPUExecutionProvider"]
-    if device == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+    if device.startswith("cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     try:
         with quiet():
-            session = onnxruntime.InferenceSession(str(spec.path), options, providers=providers)
-    except Exception as exc:  # noqa: BLE001
-        raise _load_failure(spec, exc) from None
+            return onnxruntime.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # noqa: BLE001 - a damaged file fails in onnxruntime's own ways
+        raise failure(exc) from None
+
+
+def _load_onnx(spec: DepthModelSpec, device: str, threads: int | None) -> Callable[[np.ndarray], Any]:
+    session = onnx_session(spec.path, device, threads,
+                           missing=f"--depth-model: {spec.path.name} is an ONNX model, which needs onnxruntime: "
+                                   "pip install 'depthmask[onnx]'",
+                           failure=lambda exc: _load_failure(spec, exc))
     input_name = session.get_inputs()[0].name
     if EXPORT_METADATA_KEY in session.get_modelmeta().custom_metadata_map:
         names, to_unit = [i.name for i in session.get_inputs()], _unit_scale(spec)

@@ -31,7 +31,7 @@ from pipeline import DepthmaskError, __version__
 from pipeline import images as image_rules
 from pipeline import sources
 from pipeline.compose import depth_to_uint16
-from pipeline.depth_model import EXPORT_METADATA_FILE, EXPORT_METADATA_KEY
+from pipeline.depth_model import EXPORT_METADATA_FILE, EXPORT_METADATA_KEY, onnx_session
 
 EXPORT_FORMAT = "depthmask-exported-model"
 SUMMARY_NAME = "predictions.json"
@@ -176,22 +176,9 @@ def _onnx_runner(path: Path, device: str, threads: int | None) -> Callable:
 
 
 def _onnx_session(path: Path, device: str, threads: int | None) -> Any:
-    try:
-        import onnxruntime
-    except ImportError:
-        raise DepthmaskError(f"{path}: running ONNX models needs onnxruntime: pip install 'depthmask[onnx]'") from None
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    providers = ["CPUExecutionProvider"]
-    if device.startswith("cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    try:
-        return onnxruntime.InferenceSession(str(path), options, providers=providers)
-    except Exception as exc:  # noqa: BLE001 - a damaged file fails in onnxruntime's own ways
-        raise DepthmaskError(f"{path}: not a loadable ONNX model: {_first_line(exc)}") from None
+    return onnx_session(path, device, threads,
+                        missing=f"{path}: running ONNX models needs onnxruntime: pip install 'depthmask[onnx]'",
+                        failure=lambda exc: DepthmaskError(f"{path}: not a loadable ONNX model: {_first_line(exc)}"))
 
 
 def _torchscript_runner(path: Path, device: str) -> Callable:
