@@ -3,11 +3,11 @@ it on resume (the architecture of a resumed run is the checkpoint's, never the c
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import DepthmaskError
+from pipeline.checks import count, number, run_checks
 
 from .augment import AugmentConfig
 from .loss_config import LossConfig
@@ -60,25 +60,23 @@ class TrainConfig:
         if isinstance(self.augment, bool):
             object.__setattr__(self, "augment", AugmentConfig() if self.augment else None)
         checks = [
-            ("--batch-size", self.batch_size, _pos_int(self.batch_size), "a whole number >= 1"),
-            ("--epoch-samples", self.epoch_samples, self.epoch_samples is None or _pos_int(self.epoch_samples),
+            ("--batch-size", self.batch_size, count(self.batch_size), "a whole number >= 1"),
+            ("--epoch-samples", self.epoch_samples, self.epoch_samples is None or count(self.epoch_samples),
              "a whole number >= 1"),
-            ("--val-samples", self.val_samples, self.val_samples is None or _pos_int(self.val_samples),
+            ("--val-samples", self.val_samples, self.val_samples is None or count(self.val_samples),
              "a whole number >= 1"),
-            ("--lr", self.lr, _number(self.lr) and 0 < self.lr < 10, "a number in (0, 10)"),
-            ("--weight-decay", self.weight_decay, _number(self.weight_decay) and 0 <= self.weight_decay < 10,
+            ("--lr", self.lr, number(self.lr) and 0 < self.lr < 10, "a number in (0, 10)"),
+            ("--weight-decay", self.weight_decay, number(self.weight_decay) and 0 <= self.weight_decay < 10,
              "a number in [0, 10)"),
             ("--optimizer", self.optimizer, self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
             ("--lr-schedule", self.lr_schedule, self.lr_schedule in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
             ("--best-metric", self.best_metric, self.best_metric in BEST_METRICS, f"one of {', '.join(BEST_METRICS)}"),
             ("--time-limit-min", self.time_limit_min, self.time_limit_min is None
-             or (_number(self.time_limit_min) and self.time_limit_min > 0), "a finite number of minutes > 0"),
+             or (number(self.time_limit_min) and self.time_limit_min > 0), "a finite number of minutes > 0"),
             ("--seed", self.seed, isinstance(self.seed, int) and not isinstance(self.seed, bool)
              and 0 <= self.seed < 2**32, "a whole number in [0, 2**32)"),
         ]
-        for name, value, ok, expected in checks:
-            if not ok:
-                raise DepthmaskError(f"{name}: expected {expected}, got {value!r}")
+        run_checks(checks)
         if not self.schedule:
             raise DepthmaskError("--schedule: needs at least one SIZE:EPOCHS stage")
 
@@ -116,12 +114,3 @@ def check_architecture(name: str, option: str) -> str:
     if name not in ARCHITECTURE_NAMES:
         raise DepthmaskError(f"{option}: unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURE_NAMES)}")
     return name
-
-
-def _pos_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _number(value: Any) -> bool:
-    """A finite int or float (inf and nan are mistakes in every option that takes a number)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

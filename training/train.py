@@ -24,6 +24,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline import DatasetReader, DepthmaskError, __version__
+from pipeline.checks import number, run_checks
 from pipeline.codecs import DEPTH_MAX
 from pipeline.format import write_json_atomic
 
@@ -66,12 +67,10 @@ class RuntimeOptions:
         checks = [
             ("--workers", self.workers, isinstance(self.workers, int) and not isinstance(self.workers, bool)
              and self.workers >= 0, "a whole number >= 0"),
-            ("--checkpoint-every-min", self.checkpoint_every_min, isinstance(self.checkpoint_every_min, (int, float))
-             and math.isfinite(self.checkpoint_every_min) and self.checkpoint_every_min >= 0, "a number of minutes >= 0"),
+            ("--checkpoint-every-min", self.checkpoint_every_min, number(self.checkpoint_every_min)
+             and self.checkpoint_every_min >= 0, "a number of minutes >= 0"),
         ]
-        for name, value, ok, expected in checks:
-            if not ok:
-                raise DepthmaskError(f"{name}: expected {expected}, got {value!r}")
+        run_checks(checks)
         if self.resume and self.overwrite:
             raise DepthmaskError("--resume and --overwrite: choose one (continue the run, or start it over)")
         if self.init_from is not None and not Path(self.init_from).is_file():
