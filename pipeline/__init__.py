@@ -4,13 +4,12 @@
     summary = build_dataset(BuildOptions(output="out/data", backgrounds=8, foregrounds=8, positions=2))
     reader = DatasetReader("out/data"); sample = reader.decode(0)
 """
-__version__ = "0.1.0"
-
-from .build import BuildOptions, BuildSummary, build_dataset  # noqa: E402
-from .errors import DepthmaskError  # noqa: E402
-from .format import FORMAT_NAME, FORMAT_VERSION, read_manifest  # noqa: E402
-from .reader import DatasetReader  # noqa: E402
-from .report import describe_dataset, format_table, verify_dataset  # noqa: E402
+from .build import BuildOptions, BuildSummary, build_dataset
+from .errors import DepthmaskError
+from .format import FORMAT_NAME, FORMAT_VERSION, read_manifest
+from .reader import DatasetReader
+from .report import describe_dataset, format_table, verify_dataset
+from .version import __version__
 
 __all__ = [
     "BuildOptions", "BuildSummary", "build_dataset", "DatasetReader", "DepthmaskError", "FORMAT_NAME",

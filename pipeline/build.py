@@ -12,22 +12,21 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import lmdb
 import numpy as np
 
-from . import __version__
-from .assets import (DEFAULT_POSITIONS_FOLDERS, DEFAULT_POSITIONS_PROCEDURAL, DEFAULT_PROCEDURAL_BACKGROUNDS,
-                     DEFAULT_PROCEDURAL_FOREGROUNDS, AssetSet, RenderedBackground, UserInputs, procedural_background,
-                     validate_inputs)
+from .assets import (DEFAULT_PROCEDURAL_BACKGROUNDS, DEFAULT_PROCEDURAL_FOREGROUNDS, AssetSet, RenderedBackground,
+                     procedural_background)
 from .assets import load_assets as load_asset_set
-from .codecs import DEFAULT_JPEG_QUALITY, DEPTH_STORAGE, FieldCodecs, default_codecs
+from .codecs import FieldCodecs, default_codecs
 from .compose import (MASK_ON, composite, object_depth, paste_depth, paste_mask, pasted_depth_sums,
                       prepare_foreground)
 from .errors import DepthmaskError
+from .options import DEFAULT_SHARD_SIZE, DEFAULT_SIZE, BuildOptions, validate_options  # noqa: F401 - re-exported
 from .procs import worker_context
 from .folder import (BuildLock, foreign_entries, free_bytes, prepare_output_folder, remove_dataset, remove_part_locks,
                      storage_error)
@@ -36,69 +35,12 @@ from .format import (BACKGROUNDS_NAME, BUILD_STATE_NAME, FORMAT_NAME, FORMAT_VER
                      shard_sidecar_path, write_json_atomic)
 from .plan import (SPLIT_NAMES, SPLIT_RULE, SamplePlan, empty_val_reason, manifest_counts, placements,
                    plan_split)
-from .shards import (DEFAULT_MAP_SIZE, ShardHasher, ShardWriter, close_readonly, iterate_records, remove_lmdb_file,
+from .shards import (ShardHasher, ShardWriter, close_readonly, iterate_records, remove_lmdb_file,
                      remove_stale_tmp)
+from .version import __version__
 from .stats import ChannelSums, StatsAccumulator, image_sums, summarise
 
-DEFAULT_SHARD_SIZE = 4096
 PROGRESS_EVERY = 64
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """Everything that decides a dataset's content, plus how to run the build.
-
-    Content options (seed, counts, size, codecs, split, shard size) are recorded in the manifest; a
-    resumed build must repeat them. Run options (workers, part, overwrite, progress) are free.
-    """
-
-    output: Path
-    seed: int = 0
-    backgrounds: int | None = None  # None: 1,020 procedural, or every file of inputs.bg_dir
-    foregrounds: int | None = None  # None: 104 procedural, or every file of inputs.fg_dir
-    positions: int | None = None  # None: 2 on procedural backgrounds, 20 on the user's
-    flip: bool = True
-    limit: int | None = None
-    size: int = 224
-    shard_size: int = DEFAULT_SHARD_SIZE
-    val_fraction: float = 0.1
-    jpeg_quality: int = DEFAULT_JPEG_QUALITY
-    depth_storage: str | None = None  # None: "delta", or "full" for per-sample model depth
-    inputs: UserInputs = field(default_factory=UserInputs)  # the user's folders and depth sources
-    workers: int = 0  # 0: all cores
-    part: tuple[int, int] | None = None  # (K, N): build only part K of N
-    merge_only: bool = False
-    overwrite: bool = False
-    max_shard_size_mb: int = DEFAULT_MAP_SIZE >> 20
-
-    @property
-    def uses_folders(self) -> bool:
-        return self.inputs != UserInputs()
-
-    @property
-    def resolved_positions(self) -> int:
-        if self.positions is not None:
-            return self.positions
-        return DEFAULT_POSITIONS_FOLDERS if self.inputs.bg_dir else DEFAULT_POSITIONS_PROCEDURAL
-
-    @property
-    def resolved_depth_storage(self) -> str:
-        if self.depth_storage is not None:
-            return self.depth_storage
-        return "full" if self.inputs.per_sample_depth else "delta"
-
-    def content(self) -> dict[str, Any]:
-        content = {"seed": self.seed,
-                   "backgrounds": self.backgrounds if self.backgrounds or self.inputs.bg_dir
-                   else DEFAULT_PROCEDURAL_BACKGROUNDS,
-                   "foregrounds": self.foregrounds if self.foregrounds or self.inputs.fg_dir
-                   else DEFAULT_PROCEDURAL_FOREGROUNDS,
-                   "positions": self.resolved_positions, "flip": self.flip, "limit": self.limit, "size": self.size,
-                   "shard_size": self.shard_size, "val_fraction": self.val_fraction,
-                   "jpeg_quality": self.jpeg_quality, "depth_storage": self.resolved_depth_storage}
-        if self.uses_folders:
-            content["inputs"] = self.inputs.content()
-        return content
 
 
 @dataclass
@@ -120,50 +62,6 @@ class BuildSummary:
     @property
     def samples_per_second(self) -> float:
         return self.built_samples / self.seconds if self.seconds > 0 else 0.0
-
-
-def validate_options(options: BuildOptions) -> None:
-    checks = [
-        ("--seed", options.seed, isinstance(options.seed, int) and 0 <= options.seed < 2**63, "a whole number >= 0"),
-        ("--backgrounds", options.backgrounds, options.backgrounds is None or _count(options.backgrounds),
-         "a whole number >= 1"),
-        ("--foregrounds", options.foregrounds, options.foregrounds is None or _count(options.foregrounds),
-         "a whole number >= 1"),
-        ("--positions", options.positions, options.positions is None or _count(options.positions),
-         "a whole number >= 1"),
-        ("--limit", options.limit, options.limit is None or _count(options.limit), "a whole number >= 1"),
-        ("--size", options.size, _count(options.size) and 192 <= options.size <= 1024,
-         "a whole number from 192 to 1024 (foregrounds are up to 160 px wide)"),
-        ("--shard-size", options.shard_size, _count(options.shard_size), "a whole number >= 1"),
-        ("--val-fraction", options.val_fraction, 0.0 <= options.val_fraction < 0.5, "a fraction in [0, 0.5)"),
-        ("--jpeg-quality", options.jpeg_quality, _count(options.jpeg_quality) and options.jpeg_quality <= 100,
-         "a whole number from 1 to 100"),
-        ("--depth-storage", options.depth_storage, options.depth_storage is None or options.depth_storage in DEPTH_STORAGE,
-         "delta or full"),
-        ("--workers", options.workers, isinstance(options.workers, int) and options.workers >= 0,
-         "a whole number >= 1 (or 0 for all cores)"),
-        ("--max-shard-size-mb", options.max_shard_size_mb, _count(options.max_shard_size_mb), "a whole number >= 1"),
-    ]
-    for name, value, ok, expected in checks:
-        if not ok:
-            raise DepthmaskError(f"{name}: expected {expected}, got {value!r}")
-    if options.part is not None:
-        k, n = options.part
-        if not (_count(n) and _count(k) and k <= n):
-            raise DepthmaskError(f"--part: expected K/N with 1 <= K <= N, got {k}/{n}")
-        if options.merge_only:
-            raise DepthmaskError("--part and --merge cannot be combined: merge after all parts are built")
-        if options.overwrite:  # a part would remove what the other parts are writing beside it
-            raise DepthmaskError("--part and --overwrite cannot be combined: remove the old dataset with a whole "
-                                 "build's --overwrite, or choose a new folder, then build the parts")
-    validate_inputs(options.inputs, options.size)
-    if options.inputs.per_sample_depth and options.depth_storage == "delta":
-        raise DepthmaskError("--depth-storage delta: per-sample model depth differs from the background's depth "
-                             "everywhere; use --depth-storage full (the default in per-sample mode)")
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def load_assets(options: BuildOptions, *, progress: bool = False, log: Callable[[str], None] = lambda m: None,
@@ -241,7 +139,7 @@ class BackgroundPass:
             self.stored = [encode_background(self.codecs, b.image, b.depth) for b in self.rendered]
             return self.rendered
         initargs = (os.getpid(), options.jpeg_quality, options.resolved_depth_storage)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=_init_render_worker,
+        with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(preload=(__name__,)), initializer=_init_render_worker,
                                  initargs=initargs) as pool:
             try:
                 results = list(pool.map(_render_background_task, range(count), [options.seed] * count,
@@ -789,7 +687,7 @@ def _init_worker_inline(context: _WorkerContext, bar: Any) -> None:
 
 
 def _run_pool(context: _WorkerContext, todo: list[tuple[int, int, int]], workers: int, bar: Any) -> None:
-    mp_context = worker_context()
+    mp_context = worker_context(preload=(__name__,))
     counter = mp_context.Value("q", 0)
     context.progress = counter
     shown = 0
@@ -878,8 +776,3 @@ def _folder_bytes(root: Path) -> int:
                 pass
     return total
 
-
-def options_as_dict(options: BuildOptions) -> dict[str, Any]:
-    out = asdict(options)
-    out["output"] = str(options.output)
-    return out

@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from .assets import DEPTH_MODES, UserInputs
-from .build import DEFAULT_SHARD_SIZE, BuildOptions, build_dataset
+from .build import build_dataset
+from .options import DEFAULT_SHARD_SIZE, BuildOptions
 from .depth_model import DEVICES, IMAGENET_MEAN, IMAGENET_STD, DepthModelSpec
 from .cli_support import OneLineCommand, user_errors
 from .codecs import DEFAULT_JPEG_QUALITY

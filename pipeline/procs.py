@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
-_PRELOAD = ["numpy", "cv2", "lmdb", "msgpack", "pipeline.build", "pipeline.report"]
+PRELOAD = ("numpy", "cv2", "lmdb", "msgpack")
 
 
-def worker_context() -> mp.context.BaseContext:
+def worker_context(preload: tuple[str, ...] = ()) -> mp.context.BaseContext:
+    """The start method for worker pools; `preload` names the caller's own modules (its worker
+    functions), imported once in the forkserver beside the heavy common ones so each worker starts
+    warm."""
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(_PRELOAD)
+        ctx.set_forkserver_preload([*PRELOAD, *preload])
         return ctx
     return mp.get_context("spawn")

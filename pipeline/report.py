@@ -425,9 +425,9 @@ def _compare_stats(manifest: dict[str, Any], acc: StatsAccumulator) -> list[str]
 
 
 def _run_isolated(fn: Callable[..., dict[str, Any]], tasks: list[tuple], workers: int):
-    """Run fn(*task) in one forked process per task, `workers` at a time; yield (task[2], result or
+    """Run fn(*task) in one worker process per task (started from the forkserver, see procs.py), `workers` at a time; yield (task[2], result or
     None when the process died without answering)."""
-    ctx = worker_context()
+    ctx = worker_context(preload=(__name__,))
     running: list[tuple[Any, Any, Any]] = []
     queue = list(tasks)
     while queue or running:
