@@ -23,24 +23,21 @@ from .assets import (DEFAULT_PROCEDURAL_BACKGROUNDS, DEFAULT_PROCEDURAL_FOREGROU
                      procedural_background)
 from .assets import load_assets as load_asset_set
 from .codecs import FieldCodecs, default_codecs
-from .compose import (MASK_ON, composite, object_depth, paste_depth, paste_mask, pasted_depth_sums,
-                      prepare_foreground)
 from .errors import DepthmaskError
 from .options import DEFAULT_SHARD_SIZE, DEFAULT_SIZE, BuildOptions, validate_options  # noqa: F401 - re-exported
-from .procs import worker_context
+from .procs import watch_parent, worker_context
+from .shard_worker import ShardContext, build_shard_reporting, build_shard_task, init_worker
 from .folder import (BuildLock, foreign_entries, free_bytes, prepare_output_folder, remove_dataset, remove_part_locks,
                      storage_error)
 from .format import (BACKGROUNDS_NAME, BUILD_STATE_NAME, FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, SHARDS_DIR,
-                     encode_key, pack_record, payload_crc32, read_json, remove_stale_json_tmp, shard_path,
+                     encode_key, pack_record, read_json, remove_stale_json_tmp, shard_path,
                      shard_sidecar_path, write_json_atomic)
-from .plan import (SPLIT_NAMES, SPLIT_RULE, SamplePlan, empty_val_reason, manifest_counts, placements,
-                   plan_split)
+from .plan import SPLIT_NAMES, SPLIT_RULE, SamplePlan, empty_val_reason, manifest_counts, plan_split
 from .shards import (ShardHasher, ShardWriter, close_readonly, iterate_records, remove_lmdb_file,
                      remove_stale_tmp)
 from .version import __version__
 from .stats import ChannelSums, StatsAccumulator, image_sums, summarise
 
-PROGRESS_EVERY = 64
 
 
 @dataclass
@@ -112,7 +109,7 @@ def _init_render_worker(build_pid: int, jpeg_quality: int, depth_storage: str) -
 
     cv2.setNumThreads(1)
     _RENDER_CODECS = default_codecs(jpeg_quality, depth_storage)
-    _watch_parent(build_pid)
+    watch_parent(build_pid)
 
 
 def _render_background_task(index: int, seed: int, size: int) -> tuple[RenderedBackground, StoredBackground]:
@@ -164,203 +161,6 @@ class BackgroundPass:
 
 def shard_ranges(count: int, shard_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + shard_size, count)) for start in range(0, count, shard_size)]
-
-
-# ---- the worker side -----------------------------------------------------------------------------
-@dataclass
-class _WorkerContext:
-    """What each worker needs, set once per process (inherited over fork, pickled once under spawn)."""
-
-    root: Path
-    options: BuildOptions
-    plan: SamplePlan
-    assets: AssetSet
-    split: Any
-    codecs: FieldCodecs
-    bg_sums: list[ChannelSums]
-    progress: Any  # multiprocessing.Value('q') or None
-    prepared: list[tuple[Any, Any]] | None = None
-    bg_depth_sums: list[tuple[int, int]] | None = None
-    depth_model: Any = None  # per-sample mode: the loaded model, once per process
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["depth_model"] = None  # loaded again in each worker
-        return state
-
-    def prepare(self, model_threads: int | None = None) -> None:
-        """Per-process set-up: pre-multiplied foregrounds (both orientations), background depth sums,
-        and in per-sample mode the depth model."""
-        if self.options.inputs.per_sample_depth and self.depth_model is None:
-            from .depth_model import load_depth_model
-
-            self.depth_model = load_depth_model(self.options.inputs.depth_model, threads=model_threads)
-        if self.prepared is None:
-            self.prepared = [(prepare_foreground(fg), prepare_foreground(fg, flip=True))
-                             for fg in self.assets.foregrounds]
-            self.bg_depth_sums = []
-            for depth in self.assets.background_depths:
-                sums, squares = image_sums(depth)
-                self.bg_depth_sums.append((sums[0], squares[0]))
-
-
-_CONTEXT: _WorkerContext | None = None
-
-
-def _init_worker(context: _WorkerContext, build_pid: int) -> None:
-    global _CONTEXT
-    import cv2
-
-    cv2.setNumThreads(1)  # one process per core already
-    _CONTEXT = context
-    _CONTEXT.prepare(model_threads=1)
-    _watch_parent(build_pid)
-
-
-def _watch_parent(pid: int) -> None:
-    """Exit when the build process is gone (SIGKILL, OOM killer): a worker from a killed build must
-    not go on writing beside the build that resumes it. Workers are children of the forkserver, not
-    of the build, so they are not told otherwise."""
-    import threading
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                os._exit(1)
-            except PermissionError:
-                pass
-
-    threading.Thread(target=watch, daemon=True, name="watch-build").start()
-
-
-def _build_shard_task(shard_id: int, start: int, stop: int) -> dict[str, Any]:
-    return build_shard_reporting(_CONTEXT, shard_id, start, stop)
-
-
-def build_shard_reporting(context: _WorkerContext, shard_id: int, start: int, stop: int) -> dict[str, Any]:
-    """build_shard with every failure as one line (a worker's traceback never reaches the user)."""
-    final = shard_path(context.root, shard_id)
-    try:
-        return build_shard(context, shard_id, start, stop)
-    except DepthmaskError:
-        raise
-    except (OSError, lmdb.Error) as exc:  # a full disk among them
-        raise storage_error(exc, context.root, final) from None
-    except Exception as exc:  # noqa: BLE001 - surfaced to the parent as one line, not a pickled traceback
-        raise DepthmaskError(f"shard {shard_id}: build failed: {type(exc).__name__}: {exc}") from None
-
-
-def shard_samples(context: _WorkerContext, start: int, stop: int) -> dict[str, np.ndarray]:
-    """Vectorised plan of a shard: per sample bg, fg, flip, x, y and split."""
-    plan, assets = context.plan, context.assets
-    index = np.arange(start, stop, dtype=np.int64)
-    bg, fg, _, flipped = plan.locate(index)
-    widths = np.array([f.shape[1] for f in assets.foregrounds], np.int64)
-    heights = np.array([f.shape[0] for f in assets.foregrounds], np.int64)
-    ground = np.array(assets.ground_tops, np.int64)
-    x, y = placements(context.options.seed, plan.placement_key(index), widths[fg], heights[fg], ground[bg],
-                      context.options.size)
-    return {"index": index, "bg": bg, "fg": fg, "flip": flipped, "x": x, "y": y,
-            "split": context.split.assign(bg, fg)}
-
-
-def render_sample(context: _WorkerContext, bg: int, fg: int, flip: bool, x: int, y: int):
-    """(fg_bg, mask, depth, prepared foreground, object depth) of one sample: pure, used by the build
-    and by tests."""
-    context.prepare()
-    prepared = context.prepared[fg][1 if flip else 0]
-    background = context.assets.backgrounds[bg]
-    bg_depth = context.assets.background_depths[bg]
-    fg_bg = composite(background, prepared, x, y)
-    mask = paste_mask(background.shape[:2], prepared, x, y)
-    value = object_depth(bg_depth, prepared, x, y)
-    depth = paste_depth(bg_depth, prepared, x, y, value)
-    return fg_bg, mask, depth, prepared, value
-
-
-def _rendered(context: _WorkerContext, plan: dict[str, np.ndarray]):
-    """Each sample of a shard's plan rendered, in order, with the model's depth in per-sample mode
-    (None otherwise). The model sees batches of its batch size counted from the shard's first sample,
-    so a shard's batches are the same whatever the workers or resumes."""
-    model = context.depth_model
-    count = len(plan["index"])
-    chunk = model.spec.batch_size if model is not None else PROGRESS_EVERY
-    for first in range(0, count, chunk):
-        rendered = [render_sample(context, int(plan["bg"][j]), int(plan["fg"][j]), bool(plan["flip"][j]),
-                                  int(plan["x"][j]), int(plan["y"][j])) for j in range(first, min(first + chunk, count))]
-        depths = model.predict([r[0] for r in rendered]) if model is not None else [None] * len(rendered)
-        for sample, depth in zip(rendered, depths):
-            yield (*sample, depth)
-
-
-def build_shard(context: _WorkerContext, shard_id: int, start: int, stop: int) -> dict[str, Any]:
-    """Build one shard under a temporary name, rename it into place, then write its sidecar."""
-    codecs = context.codecs
-    plan = shard_samples(context, start, stop)
-    acc = StatsAccumulator()
-    field_bytes = {"fg_bg": 0, "mask": 0, "depth": 0}
-    split_counts = {name: 0 for name in SPLIT_NAMES}
-    bg_uses: dict[tuple[str, int], int] = {}
-    final = shard_path(context.root, shard_id)
-    unreported = 0
-    with ShardWriter(final, map_size=context.options.max_shard_size_mb << 20) as writer:
-        for j, (fg_bg, mask, depth, prepared, value, model_depth) in enumerate(_rendered(context, plan)):
-            bg, fg, flip = int(plan["bg"][j]), int(plan["fg"][j]), bool(plan["flip"][j])
-            x, y = int(plan["x"][j]), int(plan["y"][j])
-            split = SPLIT_NAMES[plan["split"][j]]
-            if model_depth is not None:
-                depth = model_depth
-            jpeg = codecs.fg_bg.encode(fg_bg)
-            mask_png = codecs.mask.encode(mask)
-            depth_png = codecs.depth.encode(depth, context.assets.background_depths[bg],
-                                            (x, y, prepared.width, prepared.height))
-            # statistics of what a reader will decode: fg_bg is lossy, so decode it; mask and depth
-            # are lossless, so their arrays are exactly what will be read back
-            acc.add_image(split, "fg_bg", codecs.fg_bg.decode(jpeg))
-            on = int(prepared.mask.sum())
-            acc.add_sums_raw(split, "mask", [on * MASK_ON], [on * MASK_ON * MASK_ON], mask.size)
-            if model_depth is not None:
-                acc.add_image(split, "depth", depth)
-            else:
-                d_sum, d_sq = pasted_depth_sums(*context.bg_depth_sums[bg], context.assets.background_depths[bg],
-                                                prepared, x, y, value)
-                acc.add_sums_raw(split, "depth", [d_sum], [d_sq], depth.size)
-            bg_uses[(split, bg)] = bg_uses.get((split, bg), 0) + 1
-            split_counts[split] += 1
-            field_bytes["fg_bg"] += len(jpeg)
-            field_bytes["mask"] += len(mask_png)
-            field_bytes["depth"] += len(depth_png)
-            writer.put(start + j, pack_record({"fg_bg": jpeg, "mask": mask_png, "depth": depth_png,
-                                               "bg": bg, "fg": fg, "flip": flip, "x": x, "y": y,
-                                               "crc32": payload_crc32(jpeg, mask_png, depth_png)}))
-            unreported += 1
-            if unreported >= PROGRESS_EVERY and context.progress is not None:
-                with context.progress.get_lock():
-                    context.progress.value += unreported
-                unreported = 0
-    if unreported and context.progress is not None:
-        with context.progress.get_lock():
-            context.progress.value += unreported
-    for (split, bg), uses in sorted(bg_uses.items()):
-        acc.add_sums(split, "bg", context.bg_sums[bg], times=uses)
-    entry = {
-        "shard": shard_id,
-        "path": str(final.relative_to(context.root)),
-        "start": start,
-        "stop": stop,
-        "records": writer.hasher.records,
-        "sha256": writer.hasher.hexdigest(),
-        "bytes": final.stat().st_size,
-        "field_bytes": field_bytes,
-        "split_counts": split_counts,
-        "content": context.options.content(),
-        "stats": acc.to_json(),
-    }
-    write_json_atomic(shard_sidecar_path(context.root, shard_id), entry)
-    return entry
 
 
 # ---- the parent side -----------------------------------------------------------------------------
@@ -421,7 +221,7 @@ def build_dataset(options: BuildOptions, *, progress: bool = True,
         if options.merge_only and todo:
             missing = ", ".join(str(s) for s, _, _ in todo[:8]) + (" ..." if len(todo) > 8 else "")
             raise DepthmaskError(f"{root}: cannot merge, {len(todo)} shard(s) not built yet: {missing}")
-        context = _WorkerContext(root, options, plan, assets, split, codecs, bg_sums, progress=None)
+        context = ShardContext(root, options, plan, assets, split, codecs, bg_sums, progress=None)
         built = sum(stop - start for _, start, stop in todo)
         already = len(_shards_in_part(ranges, options)) - len(todo)
         if todo:
@@ -644,7 +444,7 @@ def _shards_to_build(root: Path, ranges: list[tuple[int, int]], options: BuildOp
     return todo
 
 
-def _run_shards(context: _WorkerContext, todo: list[tuple[int, int, int]], options: BuildOptions,
+def _run_shards(context: ShardContext, todo: list[tuple[int, int, int]], options: BuildOptions,
                 show_progress: bool) -> None:
     from tqdm import tqdm
 
@@ -681,19 +481,19 @@ class _BarCounter:
         self.value = 0
 
 
-def _init_worker_inline(context: _WorkerContext, bar: Any) -> None:
+def _init_worker_inline(context: ShardContext, bar: Any) -> None:
     context.progress = _BarCounter(bar)
     context.prepare(model_threads=1)  # as in pool workers: a model's sums must not depend on --workers
 
 
-def _run_pool(context: _WorkerContext, todo: list[tuple[int, int, int]], workers: int, bar: Any) -> None:
+def _run_pool(context: ShardContext, todo: list[tuple[int, int, int]], workers: int, bar: Any) -> None:
     mp_context = worker_context(preload=(__name__,))
     counter = mp_context.Value("q", 0)
     context.progress = counter
     shown = 0
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp_context, initializer=_init_worker,
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp_context, initializer=init_worker,
                              initargs=(context, os.getpid())) as pool:
-        pending = {pool.submit(_build_shard_task, *task) for task in todo}
+        pending = {pool.submit(build_shard_task, *task) for task in todo}
         try:
             while pending:
                 finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)

@@ -9,6 +9,8 @@ not available. Scripts that build datasets must then guard their entry point wit
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import time
 
 PRELOAD = ("numpy", "cv2", "lmdb", "msgpack")
 
@@ -22,3 +24,22 @@ def worker_context(preload: tuple[str, ...] = ()) -> mp.context.BaseContext:
         ctx.set_forkserver_preload([*PRELOAD, *preload])
         return ctx
     return mp.get_context("spawn")
+
+
+def watch_parent(pid: int) -> None:
+    """Exit when the build process is gone (SIGKILL, OOM killer): a worker from a killed build must
+    not go on writing beside the build that resumes it. Workers are children of the forkserver, not
+    of the build, so they are not told otherwise."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, daemon=True, name="watch-build").start()

@@ -261,7 +261,7 @@ def test_per_sample_mode_runs_the_model_on_every_composite(tmp_path, folders, mo
     for index in (0, 7, 13):
         s = reader.decode(index)
         # the model on the very composite: fg_bg as built (before JPEG), re-rendered from the record
-        from pipeline.build import _WorkerContext  # noqa: F401 - the build's own renderer is the reference
+        from pipeline.shard_worker import ShardContext  # noqa: F401 - the build's own renderer is the reference
         expected = model.predict([_render_composite(folders, reader.record(index))])[0]
         assert np.abs(s["depth"].astype(int) - expected.astype(int)).max() <= 1
 

@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import BuildOptions, build_dataset  # noqa: E402
 from pipeline.assets import DEFAULT_PROCEDURAL_BACKGROUNDS  # noqa: E402
-from pipeline.build import BackgroundPass, _WorkerContext, load_assets, render_sample, shard_samples  # noqa: E402
+from pipeline.build import BackgroundPass, load_assets  # noqa: E402
+from pipeline.shard_worker import ShardContext, render_sample, shard_samples  # noqa: E402
 from pipeline.codecs import default_codecs  # noqa: E402
 from pipeline.plan import SamplePlan, make_split  # noqa: E402
 
@@ -111,13 +112,14 @@ def baseline(out: Path, limit: int) -> dict:
     plan = SamplePlan(options.backgrounds, options.foregrounds, options.positions, options.flip, limit)
     t = time.perf_counter()
     assets = load_assets(options)
-    context = _WorkerContext(out, options, plan, assets, make_split(options.backgrounds, options.foregrounds,
-                                                                     options.val_fraction, options.seed),
-                             default_codecs(), [], None)
+    context = ShardContext(out, options, plan, assets, make_split(options.backgrounds, options.foregrounds,
+                                                                  options.val_fraction, options.seed),
+                           default_codecs(), [], None)
     s = shard_samples(context, 0, plan.count)
     for j in range(plan.count):
-        fg_bg, mask, depth, _, _ = render_sample(context, int(s["bg"][j]), int(s["fg"][j]), bool(s["flip"][j]),
-                                              int(s["x"][j]), int(s["y"][j]))
+        sample = render_sample(context, int(s["bg"][j]), int(s["fg"][j]), bool(s["flip"][j]),
+                               int(s["x"][j]), int(s["y"][j]))
+        fg_bg, mask, depth = sample.fg_bg, sample.mask, sample.depth
         name = f"{j:07d}.jpg"
         cv2.imwrite(str(out / "fg_bg" / name), fg_bg, [cv2.IMWRITE_JPEG_QUALITY, 90])
         cv2.imwrite(str(out / "mask" / name), mask, [cv2.IMWRITE_JPEG_QUALITY, 90])
