@@ -13,6 +13,7 @@ changes between epochs.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -275,8 +276,13 @@ def load_backgrounds(root: Path, manifest: dict[str, Any]) -> list[tuple[np.ndar
     stored = _records(root, manifest, BACKGROUNDS_NAME, BACKGROUND_RECORD)
     pixels = _records(root, manifest, BACKGROUND_PIXELS_NAME, PIXELS_RECORD)
     hashes = [a["sha256"] for a in manifest["assets"]["backgrounds"]]
+    input_hashes = manifest["recipe"]["bg_input_sha256"]
     out = []
     for i, (record, lossless) in enumerate(zip(stored, pixels)):
+        if i >= len(input_hashes) or hashlib.sha256(record["image"]).hexdigest() != input_hashes[i]:
+            raise DepthmaskError(f"{Path(root) / BACKGROUNDS_NAME}: the bg input of background {i} differs from the "
+                                 "one the dataset was built with (its sha256 in manifest.json); the asset store was "
+                                 "changed or damaged: rebuild the dataset")
         try:
             image = BACKGROUND_PIXELS_CODEC.decode(lossless["image"])
             bg_input = jpeg.decode(record["image"])

@@ -1,0 +1,393 @@
+"""`build_recipes`: a recipe dataset (docs/format.md, "Recipe datasets"): the assets once, the plan,
+seed and split, and the exact statistics of the samples a reader rebuilds; no per-sample composites.
+
+Data flow: options -> plan + assets (parent, backgrounds rendered in workers as for a materialised
+build) -> asset files (parent) -> statistics chunks of `shard_size` samples (workers; each writes a
+sidecar `shards/shard-NNNNN.json` when done, so a killed build resumes at the first missing chunk) ->
+manifest (parent, last). The folder rules (lock, foreign files, --overwrite) are the materialised
+build's (folder.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .assets import AssetSet
+from .compose import MASK_ON, divide_by_255_rounded, pasted_depth_sums
+from .errors import DepthmaskError
+from .folder import BuildLock, foreign_entries, prepare_output_folder, remove_dataset, storage_error
+from .format import (BACKGROUNDS_NAME, BUILD_STATE_NAME, FORMAT_NAME, MANIFEST_NAME, SHARDS_DIR, pack_record,
+                     read_json, remove_stale_json_tmp, shard_sidecar_path, write_json_atomic)
+from .options import BuildOptions, validate_options
+from .plan import SPLIT_NAMES, SPLIT_RULE, SamplePlan, Split, empty_val_reason, manifest_counts, plan_split
+from .procs import worker_context
+from .recipe_codecs import BACKGROUND_PIXELS_CODEC, FOREGROUND_CODEC
+from .recipes import (BACKGROUND_PIXELS_NAME, FOREGROUNDS_NAME, RECIPE_FORMAT_VERSION, RECIPE_KIND, RecipeStore)
+from .shards import ShardWriter, iterate_records, ShardHasher, remove_stale_tmp, close_readonly
+from .format import encode_key
+from .stats import ChannelSums, StatsAccumulator, image_sums, summarise
+
+STORES = ("samples", "recipes")
+PER_SAMPLE_REFUSAL = ("--store recipes: per-sample model depth (--depth-mode per-sample) is the model's output on "
+                      "every composite, which no recipe can rebuild; use --depth-mode composite or --store samples")
+
+REBUILD_RULE = (
+    "sample i: (bg, fg, position, flip) from the index order; x, y = the plan's placement of key i // variants "
+    "(SplitMix64, docs/format.md); the foreground's BGRA is mirrored when flip; fg_bg = bg_pixels with, inside the "
+    "box at (x, y), round((bg * (255 - a) + c * a) / 255) per channel (integer, exact: v = bg*(255-a) + c*a + 128, "
+    "(v + (v >> 8)) >> 8); mask = 255 where a >= 128 inside the box, else 0; depth = bg_depth with the object's "
+    "depth on its mask, object depth = min(bg_depth at the contact pixel (lowest mask row, middle of its mask "
+    "columns), every bg_depth under the mask); bg input = backgrounds.lmdb image")
+PER_EPOCH_RULE = (
+    "epoch e (optional, training samples only; val, unseen_bg and unseen_fg keep the stored placements): "
+    "s = SplitMix64(seed, e, stream 0xE90C); x, y = the placement of key i (not i // variants) drawn with s; "
+    "flip = bit 0 of SplitMix64(s, i, stream 5) when the plan flips")
+STATS_NOTE = ("exact over the samples as a reader rebuilds them: fg_bg over the composites before any JPEG "
+              "encoding, bg over the decoded JPEG inputs (backgrounds.lmdb), mask and depth lossless")
+
+
+def recipe_content(options: BuildOptions) -> dict[str, Any]:
+    """The content options of a recipe dataset: a materialised build's plus the store."""
+    return {**options.content(), "store": RECIPE_KIND}
+
+
+def validate_recipe_options(options: BuildOptions) -> None:
+    validate_options(options)
+    if options.inputs.per_sample_depth:
+        raise DepthmaskError(PER_SAMPLE_REFUSAL)
+    if options.part is not None or options.merge_only:
+        raise DepthmaskError("--store recipes: --part and --merge are for materialised builds; a recipe build "
+                             "stores only the assets and runs whole on one machine")
+
+
+# ---- statistics of the samples a reader rebuilds ---------------------------------------------------
+class _StatsContext:
+    """What a statistics worker needs: the store (lossless images, depths, foregrounds) and the exact
+    sums of each background's image, depth and decoded JPEG input."""
+
+    def __init__(self, store: RecipeStore, input_sums: list[ChannelSums]):
+        self.store = store
+        self.input_sums = input_sums
+        self.image_sums: list[tuple[list[int], list[int]]] | None = None
+        self.depth_sums: list[tuple[int, int]] | None = None
+
+    def prepare(self) -> None:
+        if self.image_sums is None:
+            self.image_sums = [image_sums(image) for image, _, _ in self.store.backgrounds]
+            self.depth_sums = []
+            for _, _, depth in self.store.backgrounds:
+                s, q = image_sums(depth)
+                self.depth_sums.append((s[0], q[0]))
+
+
+def chunk_stats(context: _StatsContext, start: int, stop: int) -> dict[str, Any]:
+    """Exact sums per split of samples [start, stop) as RecipeStore.render gives them: the composite's
+    sums are the background's minus its box plus the blended box (only the box is composited)."""
+    context.prepare()
+    store = context.store
+    p = store.placements(np.arange(start, stop, dtype=np.int64))
+    splits = store.split.assign(p["bg"], p["fg"])
+    acc = StatsAccumulator()
+    counts = {name: 0 for name in SPLIT_NAMES}
+    bg_uses: dict[tuple[str, int], int] = {}
+    h_img, w_img = store.size
+    pixels = h_img * w_img
+    for j in range(stop - start):
+        b, f, flip = int(p["bg"][j]), int(p["fg"][j]), bool(p["flip"][j])
+        x, y, value = int(p["x"][j]), int(p["y"][j]), int(p["object_depth"][j])
+        split = SPLIT_NAMES[splits[j]]
+        prepared = store.prepared(f, flip)
+        image, _, depth = store.backgrounds[b]
+        roi = image[y : y + prepared.height, x : x + prepared.width]
+        blended = roi.astype(np.uint16)
+        blended *= prepared.inverse_alpha
+        blended += prepared.premultiplied
+        roi_s, roi_q = image_sums(roi)
+        new_s, new_q = image_sums(divide_by_255_rounded(blended))
+        full_s, full_q = context.image_sums[b]
+        acc.add_sums_raw(split, "fg_bg", [full_s[c] - roi_s[c] + new_s[c] for c in range(3)],
+                         [full_q[c] - roi_q[c] + new_q[c] for c in range(3)], pixels)
+        on = int(prepared.mask.sum())
+        acc.add_sums_raw(split, "mask", [on * MASK_ON], [on * MASK_ON * MASK_ON], pixels)
+        d_sum, d_sq = pasted_depth_sums(*context.depth_sums[b], depth, prepared, x, y, value)
+        acc.add_sums_raw(split, "depth", [d_sum], [d_sq], pixels)
+        bg_uses[(split, b)] = bg_uses.get((split, b), 0) + 1
+        counts[split] += 1
+    for (split, b), uses in sorted(bg_uses.items()):
+        acc.add_sums(split, "bg", context.input_sums[b], times=uses)
+    return {"stats": acc.to_json(), "split_counts": counts}
+
+
+_CONTEXT: _StatsContext | None = None
+
+
+def _init_stats_worker(context: _StatsContext) -> None:
+    global _CONTEXT
+    import cv2
+
+    cv2.setNumThreads(1)
+    _CONTEXT = context
+    context.prepare()
+
+
+def _chunk_task(root: str, content: dict[str, Any], chunk: int, start: int, stop: int) -> int:
+    try:
+        result = chunk_stats(_CONTEXT, start, stop)
+        write_json_atomic(shard_sidecar_path(Path(root), chunk), {"kind": RECIPE_KIND, "shard": chunk,
+                                                                  "start": start, "stop": stop, "content": content,
+                                                                  **result})
+    except DepthmaskError:
+        raise
+    except OSError as exc:
+        raise storage_error(exc, Path(root), shard_sidecar_path(Path(root), chunk)) from None
+    except Exception as exc:  # noqa: BLE001 - one line for the parent, not a pickled traceback
+        raise DepthmaskError(f"statistics of samples {start}..{stop - 1} failed: {type(exc).__name__}: {exc}") from None
+    return stop - start
+
+
+def _chunks_to_do(root: Path, ranges: list[tuple[int, int]], content: dict[str, Any]) -> list[tuple[int, int, int]]:
+    todo = []
+    for chunk, (start, stop) in enumerate(ranges):
+        sidecar = shard_sidecar_path(root, chunk)
+        remove_stale_json_tmp(sidecar)
+        if sidecar.exists():
+            entry = read_json(sidecar, "statistics sidecar")
+            if entry.get("content") == content and (entry.get("start"), entry.get("stop")) == (start, stop):
+                continue
+            sidecar.unlink()
+        todo.append((chunk, start, stop))
+    return todo
+
+
+def _run_chunks(root: Path, context: _StatsContext, content: dict[str, Any], todo: list[tuple[int, int, int]],
+                workers: int, show_progress: bool) -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(total=sum(b - a for _, a, b in todo), unit="sample", disable=not show_progress, mininterval=0.5,
+               desc="statistics")
+    try:
+        if workers <= 1:
+            _init_stats_worker(context)
+            for chunk, start, stop in todo:
+                bar.update(_chunk_task(str(root), content, chunk, start, stop))
+            return
+        with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(("pipeline.recipe_build",)),
+                                 initializer=_init_stats_worker, initargs=(context,)) as pool:
+            pending = {pool.submit(_chunk_task, str(root), content, *task) for task in todo}
+            try:
+                while pending:
+                    finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        bar.update(future.result())
+            except BrokenProcessPool:
+                raise DepthmaskError(f"{root}: a build worker died unexpectedly (killed, or out of memory?); "
+                                     "run the same command again to resume") from None
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+    finally:
+        bar.close()
+
+
+# ---- the asset files -------------------------------------------------------------------------------
+def _write_file(root: Path, name: str, values: list[bytes]) -> None:
+    """One asset file, keys 0..n-1, written under a temporary name and renamed into place."""
+    final = root / name
+    if final.exists():
+        return
+    tmp = final.with_name(f"{name}.tmp-{os.getpid()}")
+    with ShardWriter(final, tmp=tmp, map_size=max(64 << 20, 4 * sum(len(v) for v in values))) as writer:
+        for i, value in enumerate(values):
+            writer.put(i, value)
+
+
+def _file_entry(root: Path, name: str) -> dict[str, Any]:
+    hasher = ShardHasher()
+    for index, value in iterate_records(root / name):
+        hasher.update(encode_key(index), value)
+    close_readonly(root / name)
+    return {"path": name, "records": hasher.records, "sha256": hasher.hexdigest(), "bytes": (root / name).stat().st_size}
+
+
+def write_asset_files(root: Path, assets: AssetSet, stored: list[Any]) -> None:
+    """backgrounds.lmdb exactly as a materialised build writes it (the JPEG `bg` input and the depth),
+    the lossless background images, and the foregrounds."""
+    _write_file(root, BACKGROUNDS_NAME, [pack_record({"image": s.image, "depth": s.depth,
+                                                      "name": assets.background_names[i],
+                                                      "ground_top": assets.ground_tops[i]})
+                                         for i, s in enumerate(stored)])
+    _write_file(root, BACKGROUND_PIXELS_NAME, [pack_record({"image": BACKGROUND_PIXELS_CODEC.encode(image)})
+                                               for image in assets.backgrounds])
+    _write_file(root, FOREGROUNDS_NAME, [pack_record({"image": FOREGROUND_CODEC.encode(fg), "name": name})
+                                         for fg, name in zip(assets.foregrounds, assets.foreground_names)])
+
+
+# ---- the parent side -------------------------------------------------------------------------------
+def _check_existing(root: Path, content: dict[str, Any], log: Callable[[str], None],
+                    overwrite: bool) -> dict[str, Any] | None:
+    """The manifest of a complete recipe dataset of these options (nothing to do), None to build; a
+    folder holding another dataset or an interrupted build of other options is refused."""
+    manifest_path, state_path = root / MANIFEST_NAME, root / BUILD_STATE_NAME
+    if overwrite and (manifest_path.exists() or state_path.exists()):
+        remove_dataset(root)
+        return None
+    if manifest_path.exists():
+        manifest = read_json(manifest_path, "manifest")
+        if manifest.get("build", {}).get("content") == content:
+            return manifest
+        raise DepthmaskError(f"{root}: already holds a complete dataset built with other options; pass --overwrite "
+                             "to replace it, or choose another folder")
+    if state_path.exists():
+        state = read_json(state_path, "build state")
+        if state.get("content") != content:
+            old = state.get("content", {})
+            diffs = ", ".join(f"{k}: {old.get(k)!r} then, {content.get(k)!r} now" for k in sorted(set(old) | set(content))
+                              if old.get(k) != content.get(k))
+            raise DepthmaskError(f"{root}: holds an interrupted build with other options ({diffs}); rerun it with the "
+                                 "same options to resume, or pass --overwrite to start over")
+    elif foreign_entries(root):
+        raise DepthmaskError(f"{root}: folder is not empty and is not a depthmask dataset "
+                             f"({', '.join(foreign_entries(root)[:5])}); choose an empty or new folder")
+    return None
+
+
+def _record_state(root: Path, content: dict[str, Any], assets: dict[str, Any]) -> None:
+    path = root / BUILD_STATE_NAME
+    if path.exists():
+        if read_json(path, "build state").get("assets") != assets:
+            raise DepthmaskError(f"{root}: the assets changed since this build started; pass --overwrite to rebuild "
+                                 "from scratch")
+        return
+    write_json_atomic(path, {"format": FORMAT_NAME, "format_version": RECIPE_FORMAT_VERSION, "kind": RECIPE_KIND,
+                             "content": content, "assets": assets})
+
+
+def build_recipes(options: BuildOptions, *, progress: bool = True,
+                  log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)):
+    """Build (or resume) the recipe dataset of `options` into options.output; returns a BuildSummary."""
+    from .build import BackgroundPass, BuildSummary, load_assets, sample_plan, shard_ranges
+    from .codecs import default_codecs
+
+    validate_recipe_options(options)
+    started = time.perf_counter()
+    content = recipe_content(options)
+    codecs = default_codecs(options.jpeg_quality, options.resolved_depth_storage)
+    renderer = BackgroundPass(options, codecs)
+    counts: list[int] = []
+
+    def plan_backgrounds(available: int, n_foregrounds: int) -> int:
+        counts[:] = [available]
+        return sample_plan(options, available, n_foregrounds).used_backgrounds
+
+    root = prepare_output_folder(Path(options.output))
+    with BuildLock(root) as lock:
+        existing = _check_existing(root, content, log, options.overwrite)
+        if existing is not None:
+            lock.release(remove=True)
+            return BuildSummary(root, True, existing["sample_count"], 0, 0, 0.0, existing["sizes"]["total_on_disk"],
+                                notes=["dataset is already complete with these options; nothing to do "
+                                       "(--overwrite rebuilds it)"])
+        assets = load_assets(options, progress=progress, log=log, plan_backgrounds=plan_backgrounds, render=renderer)
+        plan = sample_plan(options, counts[0], len(assets.foregrounds))
+        split = plan_split(plan, options.val_fraction, options.seed)
+        reason = empty_val_reason(plan, split, options.val_fraction)
+        if reason:
+            log(f"warning: the val split is empty ({reason}); dm-train needs one: build more samples "
+                "(--limit, --backgrounds, --foregrounds) or a larger --val-fraction")
+        description = assets.describe()
+        stored = renderer.stored_for(assets)
+        try:
+            (root / SHARDS_DIR).mkdir(exist_ok=True)
+            for name in (BACKGROUNDS_NAME, BACKGROUND_PIXELS_NAME, FOREGROUNDS_NAME):
+                remove_stale_tmp(root / name)
+            _record_state(root, content, description)
+            write_asset_files(root, assets, stored)
+        except OSError as exc:
+            raise storage_error(exc, root) from None
+        store = RecipeStore(plan=plan, split=split, seed=options.seed, size=options.size,
+                            backgrounds=[(image, None, depth) for image, depth in
+                                         zip(assets.backgrounds, assets.background_depths)],
+                            ground_tops=assets.ground_tops, foregrounds=list(assets.foregrounds))
+        ranges = shard_ranges(plan.count, options.shard_size)
+        todo = _chunks_to_do(root, ranges, content)
+        if todo:
+            log(f"recipes: statistics of {sum(b - a for _, a, b in todo):,} samples in {len(todo)} chunk(s) into {root}")
+            workers = min(options.workers or os.cpu_count() or 1, len(todo))
+            _run_chunks(root, _StatsContext(store, [s.sums for s in stored]), content, todo, workers, progress)
+        manifest = recipe_manifest(root, options, plan, split, assets, description, codecs, ranges,
+                                   [hashlib.sha256(s.image).hexdigest() for s in stored])
+        try:
+            write_json_atomic(root / MANIFEST_NAME, manifest)
+        except OSError as exc:
+            remove_stale_json_tmp(root / MANIFEST_NAME)
+            raise storage_error(exc, root) from None
+        (root / BUILD_STATE_NAME).unlink(missing_ok=True)
+        lock.release(remove=True)
+    return BuildSummary(root, True, plan.count, 0, sum(b - a for _, a, b in todo), time.perf_counter() - started,
+                        manifest["sizes"]["total_on_disk"])
+
+
+def recipe_manifest(root: Path, options: BuildOptions, plan: SamplePlan, split: Split, assets: AssetSet,
+                    description: dict[str, Any], codecs: Any, ranges: list[tuple[int, int]],
+                    input_hashes: list[str]) -> dict[str, Any]:
+    from .version import __version__
+
+    acc = StatsAccumulator()
+    split_counts = {name: 0 for name in SPLIT_NAMES}
+    for chunk, _ in enumerate(ranges):
+        entry = read_json(shard_sidecar_path(root, chunk), "statistics sidecar")
+        acc.merge(StatsAccumulator.from_json(entry["stats"]))
+        for name in SPLIT_NAMES:
+            split_counts[name] += entry["split_counts"][name]
+    stats = {"all": summarise(acc.total())}
+    for name in SPLIT_NAMES:
+        if split_counts[name]:
+            stats[name] = summarise(acc.total((name,)))
+    files = {name: _file_entry(root, name) for name in (BACKGROUNDS_NAME, BACKGROUND_PIXELS_NAME, FOREGROUNDS_NAME)}
+    file_bytes = sum(f["bytes"] for f in files.values())
+    return {
+        "format": FORMAT_NAME,
+        "format_version": RECIPE_FORMAT_VERSION,
+        "kind": RECIPE_KIND,
+        "created_by": f"depthmask {__version__}",
+        "sample_count": plan.count,
+        "image_size": [options.size, options.size],
+        "fields": {"bg": codecs.fg_bg.describe(), "bg_depth": codecs.background_depth.describe(),
+                   "bg_pixels": BACKGROUND_PIXELS_CODEC.describe(), "foreground": FOREGROUND_CODEC.describe(),
+                   "fg_bg": {"rebuilt": "alpha composite of bg_pixels and the foreground, before any JPEG",
+                             "channels": 3, "dtype": "uint8"},
+                   "mask": {"rebuilt": "255 where the foreground's alpha >= 128, else 0", "channels": 1,
+                            "dtype": "uint8", "values": [0, 255]},
+                   "depth": {"rebuilt": "bg_depth with the object's depth on its mask", "channels": 1,
+                             "dtype": "uint16"},
+                   "materialised_depth_storage": options.resolved_depth_storage,
+                   "materialised_jpeg_quality": options.jpeg_quality},
+        "depth": assets.depth,
+        "plan": {"backgrounds": plan.n_backgrounds, "foregrounds": plan.n_foregrounds, "positions": plan.positions,
+                 "flip": plan.flip, "limit": plan.limit, "placement_kind": "fixed",
+                 "index_order": "index = ((bg * foregrounds + fg) * positions + position) * variants + flip; "
+                                "variants = 2 with flip, else 1",
+                 "placement": "x, y from SplitMix64(seed, index // variants); flipped twins share the placement"},
+        "split": {"val_backgrounds": list(split.val_backgrounds), "val_foregrounds": list(split.val_foregrounds),
+                  "counts": manifest_counts(split_counts), "rule": SPLIT_RULE},
+        "build": {"content": recipe_content(options), "seed": options.seed, "shard_size": options.shard_size},
+        "assets": description,
+        "files": files,
+        "backgrounds": files[BACKGROUNDS_NAME],
+        "recipe": {"ground_tops": [int(g) for g in assets.ground_tops], "bg_input_sha256": input_hashes,
+                   "rebuild": REBUILD_RULE,
+                   "per_epoch": PER_EPOCH_RULE, "statistics": STATS_NOTE},
+        "stats": stats,
+        "sizes": {"backgrounds_file": files[BACKGROUNDS_NAME]["bytes"],
+                  "background_pixels_file": files[BACKGROUND_PIXELS_NAME]["bytes"],
+                  "foregrounds_file": files[FOREGROUNDS_NAME]["bytes"], "total_on_disk": file_bytes},
+    }
