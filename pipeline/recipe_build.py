@@ -104,7 +104,7 @@ def chunk_stats(context: _StatsContext, start: int, stop: int) -> dict[str, Any]
         b, f, flip = int(p["bg"][j]), int(p["fg"][j]), bool(p["flip"][j])
         x, y, value = int(p["x"][j]), int(p["y"][j]), int(p["object_depth"][j])
         split = SPLIT_NAMES[splits[j]]
-        prepared = store.prepared(f, flip)
+        prepared = store.prepared(f, flip, int(p["level"][j]) if "level" in p else 0)
         image, _, depth = store.backgrounds[b]
         roi = image[y : y + prepared.height, x : x + prepared.width]
         blended = roi.astype(np.uint16)
@@ -313,10 +313,17 @@ def build_recipes(options: BuildOptions, *, progress: bool = True,
             write_asset_files(root, assets, stored)
         except OSError as exc:
             raise storage_error(exc, root) from None
+        placement = getattr(options, "resolved_placement", "fixed")
+        scale = None
+        if placement == "depth-scaled":
+            from .placement import procedural_depth_scale
+
+            scale = procedural_depth_scale(len(assets.foregrounds), seed=options.seed, size=options.size)
         store = RecipeStore(plan=plan, split=split, seed=options.seed, size=options.size,
                             backgrounds=[(image, None, depth) for image, depth in
                                          zip(assets.backgrounds, assets.background_depths)],
-                            ground_tops=assets.ground_tops, foregrounds=list(assets.foregrounds))
+                            ground_tops=assets.ground_tops, foregrounds=list(assets.foregrounds),
+                            placement=placement, depth_scale=scale)
         ranges = shard_ranges(plan.count, options.shard_size)
         todo = _chunks_to_do(root, ranges, content)
         if todo:
@@ -324,7 +331,7 @@ def build_recipes(options: BuildOptions, *, progress: bool = True,
             workers = min(options.workers or os.cpu_count() or 1, len(todo))
             _run_chunks(root, _StatsContext(store, [s.sums for s in stored]), content, todo, workers, progress)
         manifest = recipe_manifest(root, options, plan, split, assets, description, codecs, ranges,
-                                   [hashlib.sha256(s.image).hexdigest() for s in stored])
+                                   [hashlib.sha256(s.image).hexdigest() for s in stored], store)
         try:
             write_json_atomic(root / MANIFEST_NAME, manifest)
         except OSError as exc:
@@ -338,7 +345,7 @@ def build_recipes(options: BuildOptions, *, progress: bool = True,
 
 def recipe_manifest(root: Path, options: BuildOptions, plan: SamplePlan, split: Split, assets: AssetSet,
                     description: dict[str, Any], codecs: Any, ranges: list[tuple[int, int]],
-                    input_hashes: list[str]) -> dict[str, Any]:
+                    input_hashes: list[str], store: RecipeStore) -> dict[str, Any]:
     from .version import __version__
 
     acc = StatsAccumulator()
@@ -373,7 +380,7 @@ def recipe_manifest(root: Path, options: BuildOptions, plan: SamplePlan, split: 
                    "materialised_jpeg_quality": options.jpeg_quality},
         "depth": assets.depth,
         "plan": {"backgrounds": plan.n_backgrounds, "foregrounds": plan.n_foregrounds, "positions": plan.positions,
-                 "flip": plan.flip, "limit": plan.limit, "placement_kind": "fixed",
+                 "flip": plan.flip, "limit": plan.limit, "placement_kind": store.placement,
                  "index_order": "index = ((bg * foregrounds + fg) * positions + position) * variants + flip; "
                                 "variants = 2 with flip, else 1",
                  "placement": "x, y from SplitMix64(seed, index // variants); flipped twins share the placement"},
@@ -384,6 +391,9 @@ def recipe_manifest(root: Path, options: BuildOptions, plan: SamplePlan, split: 
         "files": files,
         "backgrounds": files[BACKGROUNDS_NAME],
         "recipe": {"ground_tops": [int(g) for g in assets.ground_tops], "bg_input_sha256": input_hashes,
+                   "depth_scale": None if store.depth_scale is None else {
+                       "widths_m": [float(w) for w in store.depth_scale.widths_m],
+                       "metres_per_unit": store.depth_scale.metres_per_unit, "focal_px": store.depth_scale.focal_px},
                    "rebuild": REBUILD_RULE,
                    "per_epoch": PER_EPOCH_RULE, "statistics": STATS_NOTE},
         "stats": stats,

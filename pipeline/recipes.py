@@ -27,7 +27,8 @@ from .compose import PreparedForeground, composite, object_depth, paste_depth, p
 from .errors import DepthmaskError
 from .format import (BACKGROUND_RECORD, BACKGROUNDS_NAME, FORMAT_NAME, MANIFEST_NAME, RecordError, encode_key,
                      read_json, unpack_record)
-from .plan import SPLIT_NAMES, SamplePlan, Split, mix64, placements as fixed_xy
+from .placement import DepthScale, depth_scaled_placements, fixed_placements, scale_foreground
+from .plan import SPLIT_NAMES, SamplePlan, Split, mix64
 from .recipe_codecs import BACKGROUND_PIXELS_CODEC, FOREGROUND_CODEC
 from .shards import close_readonly, open_checked
 
@@ -39,7 +40,7 @@ ASSET_FILES = (BACKGROUNDS_NAME, BACKGROUND_PIXELS_NAME, FOREGROUNDS_NAME)
 PIXELS_RECORD: dict[str, type] = {"image": bytes}
 FOREGROUND_RECORD: dict[str, type] = {"image": bytes, "name": str}
 
-PLACEMENTS = ("fixed",)  # the layouts a recipe rebuilds; others are refused by name
+PLACEMENTS = ("fixed", "depth-scaled")  # the layouts a recipe rebuilds; others are refused by name
 EPOCH_STREAM = 0xE90C  # seed of epoch e: SplitMix64(seed, e, EPOCH_STREAM)
 FLIP_STREAM = 5  # per-epoch flips: bit 0 of SplitMix64(epoch seed, index, FLIP_STREAM)
 _HELD_OUT = tuple(k for k, name in enumerate(SPLIT_NAMES) if name != "train")
@@ -67,7 +68,7 @@ class RecipeStore:
     def __init__(self, *, plan: SamplePlan, split: Split, seed: int, size: int,
                  backgrounds: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None, ground_tops: list[int],
                  foregrounds: list[np.ndarray] | None, placement: str = "fixed", root: Path | None = None,
-                 manifest: dict[str, Any] | None = None):
+                 manifest: dict[str, Any] | None = None, depth_scale: DepthScale | None = None):
         if placement not in PLACEMENTS:
             raise DepthmaskError(f"placement {placement!r}: this depthmask rebuilds recipe samples with the "
                                  f"{' or '.join(PLACEMENTS)} layout only; use a depthmask that knows it")
@@ -75,13 +76,17 @@ class RecipeStore:
         self.split = split
         self.seed = int(seed)
         self.placement = placement
+        if placement == "depth-scaled" and depth_scale is None:
+            raise DepthmaskError("placement depth-scaled: the dataset records no depth scale (object widths, focal "
+                                 "length); rebuild it with this version of dm-build-lmdb")
+        self.depth_scale = depth_scale
         self.root = None if root is None else Path(root)
         self.manifest = manifest
         self.ground_tops = [int(g) for g in ground_tops]
         self._size = int(size)
         self._backgrounds = backgrounds
         self._foregrounds = foregrounds
-        self._prepared: dict[tuple[int, bool], PreparedForeground] = {}
+        self._prepared: dict[tuple[int, bool, int], PreparedForeground] = {}
 
     # ---- construction ---------------------------------------------------------------------------
     @classmethod
@@ -92,20 +97,26 @@ class RecipeStore:
         p = manifest["plan"]
         plan = SamplePlan(p["backgrounds"], p["foregrounds"], p["positions"], p["flip"], p["limit"])
         split = Split(tuple(manifest["split"]["val_backgrounds"]), tuple(manifest["split"]["val_foregrounds"]))
+        scale = manifest["recipe"].get("depth_scale")
+        if scale is not None:
+            scale = DepthScale(np.array(scale["widths_m"], np.float64), float(scale["metres_per_unit"]),
+                               float(scale["focal_px"]))
         return cls(plan=plan, split=split, seed=manifest["build"]["seed"], size=manifest["image_size"][0],
                    backgrounds=None, ground_tops=manifest["recipe"]["ground_tops"], foregrounds=None,
-                   placement=p.get("placement_kind", "fixed"), root=root, manifest=manifest)
+                   placement=p.get("placement_kind", "fixed"), root=root, manifest=manifest, depth_scale=scale)
 
     @classmethod
     def from_assets(cls, assets: AssetSet, plan: SamplePlan, split: Split, *, seed: int, size: int,
-                    jpeg_quality: int, placement: str = "fixed") -> "RecipeStore":
+                    jpeg_quality: int, placement: str = "fixed",
+                    depth_scale: DepthScale | None = None) -> "RecipeStore":
         """A store over assets in memory (as a build composes them); the `bg` inputs are the backgrounds'
         JPEG round trip at `jpeg_quality`, as a materialised build stores them."""
         codec = JpegCodec(jpeg_quality)
         backgrounds = [(image, codec.decode(codec.encode(image)), depth)
                        for image, depth in zip(assets.backgrounds, assets.background_depths)]
         return cls(plan=plan, split=split, seed=seed, size=size, backgrounds=backgrounds,
-                   ground_tops=assets.ground_tops, foregrounds=list(assets.foregrounds), placement=placement)
+                   ground_tops=assets.ground_tops, foregrounds=list(assets.foregrounds), placement=placement,
+                   depth_scale=depth_scale)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -135,11 +146,15 @@ class RecipeStore:
             self._foregrounds = load_foregrounds(self.root, self.manifest)
         return self._foregrounds
 
-    def prepared(self, fg: int, flip: bool) -> PreparedForeground:
-        """The pre-multiplied cut-out of foreground `fg` (mirrored with `flip`), made once per process."""
-        key = (int(fg), bool(flip))
+    def foreground_at(self, fg: int, level: int = 0) -> np.ndarray:
+        """The BGRA cut-out of foreground `fg` at scale level `level` (placement.scale_foreground; 0: itself)."""
+        return scale_foreground(self.foregrounds[int(fg)], int(level))
+
+    def prepared(self, fg: int, flip: bool, level: int = 0) -> PreparedForeground:
+        """The pre-multiplied cut-out of foreground `fg` at `level` (mirrored with `flip`), made once per process."""
+        key = (int(fg), bool(flip), int(level))
         if key not in self._prepared:
-            self._prepared[key] = prepare_foreground(self.foregrounds[key[0]], flip=key[1])
+            self._prepared[key] = prepare_foreground(self.foreground_at(key[0], key[2]), flip=key[1])
         return self._prepared[key]
 
     def stats(self, split: str = "all") -> dict[str, Any]:
@@ -183,24 +198,35 @@ class RecipeStore:
         widths = np.array([f.shape[1] for f in self.foregrounds], np.int64)[fg]
         heights = np.array([f.shape[0] for f in self.foregrounds], np.int64)[fg]
         ground = np.array(self.ground_tops, np.int64)[bg]
-        size = self._size
-        x, y = fixed_xy(self.seed, plan.placement_key(index), widths, heights, ground, size)
+        x, y, level = self._layout(self.seed, plan.placement_key(index), bg, fg, widths, heights, ground)
         if epoch is not None:
             seed_e = epoch_seed(self.seed, epoch)
             fresh = ~np.isin(self.split.assign(bg, fg), _HELD_OUT)
-            xe, ye = fixed_xy(seed_e, index, widths, heights, ground, size)
+            xe, ye, le = self._layout(seed_e, index, bg, fg, widths, heights, ground)
             flip_e = (mix64(seed_e, index, FLIP_STREAM) & np.uint64(1)).astype(bool) if plan.flip else flip
-            x, y, flip = np.where(fresh, xe, x), np.where(fresh, ye, y), np.where(fresh, flip_e, flip)
-        depth = np.array([object_depth(self.backgrounds[int(b)][2], self.prepared(int(f), bool(m)), int(i), int(j))
-                          for b, f, m, i, j in zip(bg, fg, flip, x, y)], np.int64)
-        return {"bg": bg, "fg": fg, "flip": flip.astype(bool), "x": x, "y": y, "object_depth": depth}
+            x, y, level = np.where(fresh, xe, x), np.where(fresh, ye, y), np.where(fresh, le, level)
+            flip = np.where(fresh, flip_e, flip)
+        depth = np.array([object_depth(self.backgrounds[int(b)][2], self.prepared(int(f), bool(m), int(k)), int(i),
+                                       int(j)) for b, f, m, k, i, j in zip(bg, fg, flip, level, x, y)], np.int64)
+        out = {"bg": bg, "fg": fg, "flip": flip.astype(bool), "x": x, "y": y, "object_depth": depth}
+        if self.placement != "fixed":
+            out["level"] = level
+        return out
+
+    def _layout(self, seed: int, key: np.ndarray, bg: np.ndarray, fg: np.ndarray, widths: np.ndarray,
+                heights: np.ndarray, ground: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x, y, level) of the dataset's placement (placement.py), drawn with `seed` for `key`."""
+        if self.placement == "depth-scaled":
+            return depth_scaled_placements(seed, key, fg, widths, heights, bg, [b[2] for b in self.backgrounds],
+                                           ground, self._size, self.depth_scale)
+        return fixed_placements(seed, key, widths, heights, ground, self._size)
 
     def render(self, index: int, epoch: int | None = None) -> dict[str, np.ndarray]:
         """Sample `index` rebuilt: bg (the network's input, BGR uint8; shared, do not modify), fg_bg (the
         composite before any JPEG, BGR uint8), mask (uint8 0 / 255), depth (uint16); plus its placement."""
         p = {k: v[0] for k, v in self.placements([index], epoch).items()}
         image, bg_input, bg_depth = self.backgrounds[int(p["bg"])]
-        prepared = self.prepared(int(p["fg"]), bool(p["flip"]))
+        prepared = self.prepared(int(p["fg"]), bool(p["flip"]), int(p.get("level", 0)))
         x, y = int(p["x"]), int(p["y"])
         return {"bg": bg_input, "fg_bg": composite(image, prepared, x, y),
                 "mask": paste_mask(image.shape[:2], prepared, x, y),
