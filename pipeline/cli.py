@@ -15,6 +15,7 @@ from .depth_model import DEVICES, IMAGENET_MEAN, IMAGENET_STD, DepthModelSpec
 from .cli_support import OneLineCommand, user_errors
 from .codecs import DEFAULT_JPEG_QUALITY
 from .errors import DepthmaskError
+from .placement import PLACEMENTS
 from .report import describe_dataset, format_table, human_bytes, verify_dataset
 from .shards import DEFAULT_MAP_SIZE
 
@@ -102,6 +103,10 @@ def _triple(values: tuple[float, ...]) -> str:
 @click.option("--depth-batch-size", type=int, default=16, help="Images per depth-model batch.")
 @click.option("--depth-device", type=click.Choice(list(DEVICES)), default="auto",
               help="Where the depth model runs; auto: a CUDA GPU when there is one.")
+@click.option("--placement", type=click.Choice(list(PLACEMENTS)), default=None,
+              help="fixed: every cut-out at its own size, anywhere on the ground; depth-scaled: its size follows "
+                   "the depth where it stands (real object sizes, the kit's focal length; the embedded scenes and "
+                   "objects only).  [default: fixed]")
 @click.option("--positions", type=int, default=None,
               help="Placements per background x foreground pair.  [default: 2 on procedural backgrounds, 20 with --bg]")
 @click.option("--flip/--no-flip", default=True, help="Also store every placement with the foreground mirrored.")

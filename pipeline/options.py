@@ -11,6 +11,7 @@ from .assets import (DEFAULT_POSITIONS_FOLDERS, DEFAULT_POSITIONS_PROCEDURAL, DE
 from .checks import count, run_checks
 from .codecs import DEFAULT_JPEG_QUALITY, DEPTH_STORAGE
 from .errors import DepthmaskError
+from .placement import DEFAULT_PROCEDURAL_PLACEMENT, validate_placement
 from .shards import DEFAULT_MAP_SIZE
 
 DEFAULT_SIZE = 224  # the one place the default image size is written (the training side imports it)
@@ -38,6 +39,7 @@ class BuildOptions:
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
     depth_storage: str | None = None  # None: "delta", or "full" for per-sample model depth
     inputs: UserInputs = field(default_factory=UserInputs)  # the user's folders and depth sources
+    placement: str | None = None  # None: placement.DEFAULT_PROCEDURAL_PLACEMENT, fixed with folders
     workers: int = 0  # 0: all cores
     part: tuple[int, int] | None = None  # (K, N): build only part K of N
     merge_only: bool = False
@@ -60,6 +62,12 @@ class BuildOptions:
             return self.depth_storage
         return "full" if self.inputs.per_sample_depth else "delta"
 
+    @property
+    def resolved_placement(self) -> str:
+        if self.placement is not None:
+            return self.placement
+        return "fixed" if self.uses_folders else DEFAULT_PROCEDURAL_PLACEMENT
+
     def content(self) -> dict[str, Any]:
         content = {"seed": self.seed,
                    "backgrounds": self.backgrounds if self.backgrounds or self.inputs.bg_dir
@@ -71,6 +79,8 @@ class BuildOptions:
                    "jpeg_quality": self.jpeg_quality, "depth_storage": self.resolved_depth_storage}
         if self.uses_folders:
             content["inputs"] = self.inputs.content()
+        if self.resolved_placement != "fixed":  # (fixed datasets keep format version 1's content)
+            content["placement"] = self.resolved_placement
         return content
 
 
@@ -108,6 +118,9 @@ def validate_options(options: BuildOptions) -> None:
             raise DepthmaskError("--part and --overwrite cannot be combined: remove the old dataset with a whole "
                                  "build's --overwrite, or choose a new folder, then build the parts")
     validate_inputs(options.inputs, options.size)
+    validate_placement(options.resolved_placement, procedural_backgrounds=options.inputs.bg_dir is None,
+                       procedural_foregrounds=options.inputs.fg_dir is None,
+                       per_sample_depth=options.inputs.per_sample_depth)
     if options.inputs.per_sample_depth and options.depth_storage == "delta":
         raise DepthmaskError("--depth-storage delta: per-sample model depth differs from the background's depth "
                              "everywhere; use --depth-storage full (the default in per-sample mode)")

@@ -19,7 +19,8 @@ from .errors import DepthmaskError
 from .folder import storage_error
 from .format import pack_record, payload_crc32, shard_path, shard_sidecar_path, write_json_atomic
 from .options import BuildOptions
-from .plan import SPLIT_NAMES, SamplePlan, placements
+from .placement import ScaledForegrounds, depth_scaled_placements, fixed_placements, procedural_depth_scale
+from .plan import SPLIT_NAMES, SamplePlan
 from .procs import watch_parent
 from .shards import ShardWriter
 from .stats import ChannelSums, StatsAccumulator, image_sums
@@ -42,6 +43,7 @@ class ShardContext:
     prepared: list[tuple[Any, Any]] | None = None
     bg_depth_sums: list[tuple[int, int]] | None = None
     depth_model: Any = None  # per-sample mode: the loaded model, once per process
+    scaled: ScaledForegrounds | None = None  # depth-scaled placement: cut-outs per (fg, level, flip)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -62,6 +64,8 @@ class ShardContext:
             for depth in self.assets.background_depths:
                 sums, squares = image_sums(depth)
                 self.bg_depth_sums.append((sums[0], squares[0]))
+        if self.scaled is None and self.options.resolved_placement == "depth-scaled":
+            self.scaled = ScaledForegrounds(self.assets.foregrounds)
 
 
 _PROCESS_CONTEXT: ShardContext | None = None
@@ -93,16 +97,21 @@ def build_shard_reporting(context: ShardContext, shard_id: int, start: int, stop
 
 
 def shard_samples(context: ShardContext, start: int, stop: int) -> dict[str, np.ndarray]:
-    """Vectorised plan of a shard: per sample bg, fg, flip, x, y and split."""
-    plan, assets = context.plan, context.assets
+    """Vectorised plan of a shard: per sample bg, fg, flip, x, y, scale level and split."""
+    plan, assets, options = context.plan, context.assets, context.options
     index = np.arange(start, stop, dtype=np.int64)
     bg, fg, _, flipped = plan.locate(index)
     widths = np.array([f.shape[1] for f in assets.foregrounds], np.int64)
     heights = np.array([f.shape[0] for f in assets.foregrounds], np.int64)
     ground = np.array(assets.ground_tops, np.int64)
-    x, y = placements(context.options.seed, plan.placement_key(index), widths[fg], heights[fg], ground[bg],
-                      context.options.size)
-    return {"index": index, "bg": bg, "fg": fg, "flip": flipped, "x": x, "y": y,
+    key = plan.placement_key(index)
+    if options.resolved_placement == "depth-scaled":
+        scale = procedural_depth_scale(len(widths), seed=options.seed, size=options.size)
+        x, y, level = depth_scaled_placements(options.seed, key, fg, widths[fg], heights[fg], bg,
+                                              assets.background_depths, ground[bg], options.size, scale)
+    else:
+        x, y, level = fixed_placements(options.seed, key, widths[fg], heights[fg], ground[bg], options.size)
+    return {"index": index, "bg": bg, "fg": fg, "flip": flipped, "x": x, "y": y, "level": level,
             "split": context.split.assign(bg, fg)}
 
 
@@ -117,10 +126,11 @@ class RenderedSample(NamedTuple):
     object_depth: Any
 
 
-def render_sample(context: ShardContext, bg: int, fg: int, flip: bool, x: int, y: int) -> RenderedSample:
-    """One sample composed: pure, used by the build, the benchmarks and the tests."""
+def render_sample(context: ShardContext, bg: int, fg: int, flip: bool, x: int, y: int,
+                  level: int = 0) -> RenderedSample:
+    """One sample composed (the cut-out scaled to `level`): pure, used by the build, the benchmarks and the tests."""
     context.prepare()
-    prepared = context.prepared[fg][1 if flip else 0]
+    prepared = context.prepared[fg][1 if flip else 0] if level == 0 else context.scaled.get(fg, level, flip)
     background = context.assets.backgrounds[bg]
     bg_depth = context.assets.background_depths[bg]
     fg_bg = composite(background, prepared, x, y)
@@ -139,7 +149,8 @@ def _rendered(context: ShardContext, plan: dict[str, np.ndarray]) -> Iterator[tu
     chunk = model.spec.batch_size if model is not None else PROGRESS_EVERY
     for first in range(0, count, chunk):
         rendered = [render_sample(context, int(plan["bg"][j]), int(plan["fg"][j]), bool(plan["flip"][j]),
-                                  int(plan["x"][j]), int(plan["y"][j])) for j in range(first, min(first + chunk, count))]
+                                  int(plan["x"][j]), int(plan["y"][j]), int(plan["level"][j]))
+                    for j in range(first, min(first + chunk, count))]
         depths = model.predict([r.fg_bg for r in rendered]) if model is not None else [None] * len(rendered)
         for sample, depth in zip(rendered, depths):
             yield sample, depth
@@ -183,9 +194,11 @@ def build_shard(context: ShardContext, shard_id: int, start: int, stop: int) -> 
             field_bytes["fg_bg"] += len(jpeg)
             field_bytes["mask"] += len(mask_png)
             field_bytes["depth"] += len(depth_png)
-            writer.put(start + j, pack_record({"fg_bg": jpeg, "mask": mask_png, "depth": depth_png,
-                                               "bg": bg, "fg": fg, "flip": flip, "x": x, "y": y,
-                                               "crc32": payload_crc32(jpeg, mask_png, depth_png)}))
+            record = {"fg_bg": jpeg, "mask": mask_png, "depth": depth_png, "bg": bg, "fg": fg, "flip": flip,
+                      "x": x, "y": y, "crc32": payload_crc32(jpeg, mask_png, depth_png)}
+            if context.scaled is not None:  # depth-scaled: the level of placement.scale_foreground pasted
+                record["scale_level"] = int(plan["level"][j])
+            writer.put(start + j, pack_record(record))
             unreported += 1
             if unreported >= PROGRESS_EVERY and context.progress is not None:
                 with context.progress.get_lock():

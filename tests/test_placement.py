@@ -133,3 +133,53 @@ def test_validate_placement():
     with pytest.raises(DepthmaskError, match="embedded scenes"):
         pl.validate_placement("depth-scaled", procedural_backgrounds=True, procedural_foregrounds=False,
                               per_sample_depth=False)
+
+
+# -- in the build ---------------------------------------------------------------------------------
+
+
+def test_depth_scaled_build_is_deterministic_and_records_its_levels(tmp_path):
+    from conftest import build_tiny, read_manifest_json, shard_hashes
+    from pipeline import DatasetReader
+    from pipeline.report import verify_dataset
+    from pipeline.scenes import render_foregrounds
+
+    one = build_tiny(tmp_path / "one", placement="depth-scaled")
+    two = build_tiny(tmp_path / "two", placement="depth-scaled", workers=2)
+    m1, m2 = read_manifest_json(one), read_manifest_json(two)
+    assert shard_hashes(m1) == shard_hashes(m2)  # whatever the number of workers
+    assert m1["build"]["content"]["placement"] == "depth-scaled"
+    assert verify_dataset(one, workers=1).ok
+    reader = DatasetReader(one)
+    scaled = pl.ScaledForegrounds(render_foregrounds(m1["plan"]["foregrounds"], seed=m1["build"]["seed"]))
+    levels = set()
+    for i in range(0, len(reader), 5):
+        record, sample = reader.record(i), reader.decode(i)
+        level = record["scale_level"]
+        levels.add(level)
+        prepared = scaled.get(record["fg"], level, record["flip"])  # what a re-compositing reader pastes
+        assert int((sample["mask"] > 0).sum()) == int(prepared.mask.sum())
+        assert (sample["mask"][record["y"]:record["y"] + prepared.height, record["x"]:record["x"] + prepared.width]
+                > 0).sum() == prepared.mask.sum()
+    assert len(levels) >= 2 and max(levels) <= pl.LEVEL_MAX
+
+
+def test_fixed_keeps_format_version_1s_content_and_records(tmp_path):
+    from conftest import build_tiny, read_manifest_json, tiny_options
+    from pipeline import DatasetReader
+
+    root = build_tiny(tmp_path / "fixed", placement="fixed", limit=16)
+    assert "placement" not in read_manifest_json(root)["build"]["content"]
+    assert "scale_level" not in DatasetReader(root).record(3)
+    assert tiny_options(tmp_path / "x").resolved_placement == pl.DEFAULT_PROCEDURAL_PLACEMENT
+
+
+def test_folder_builds_are_fixed_and_refuse_depth_scaled(tmp_path):
+    from conftest import tiny_options
+    from pipeline.assets import UserInputs
+    from pipeline.options import validate_options
+
+    inputs = UserInputs(fg_dir=tmp_path)
+    assert tiny_options(tmp_path / "f", inputs=inputs).resolved_placement == "fixed"
+    with pytest.raises(DepthmaskError, match="--placement depth-scaled"):
+        validate_options(tiny_options(tmp_path / "f", inputs=inputs, placement="depth-scaled"))
