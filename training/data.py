@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from pipeline import DatasetReader, DepthmaskError
 
 from .augment import AugmentConfig
+from .recipe_source import PLACEMENT_MODES, RecipeReader, is_recipe_dataset
 from .inputs import BatchNormalizer
 from .sampler import EpochSampler
 from .transforms import augment_matrix, photometric, warp_sample
@@ -71,8 +72,15 @@ class DepthMaskDataset(Dataset):
     """
 
     def __init__(self, root: str | Path, split: str = "train", *, size: int | None = None,
-                 augment: AugmentConfig | None = None, seed: int = 0):
-        self.reader = DatasetReader(root)
+                 augment: AugmentConfig | None = None, seed: int = 0, placements: str = "fixed"):
+        self.recipes = is_recipe_dataset(root)
+        if placements not in PLACEMENT_MODES:
+            raise DepthmaskError(f"--placements: expected one of {', '.join(PLACEMENT_MODES)}, got {placements!r}")
+        if placements != "fixed" and not self.recipes:
+            raise DepthmaskError(f"{root}: --placements {placements} needs a recipe dataset (dm-build-lmdb --store "
+                                 "recipes); a materialised dataset stores one placement per sample")
+        self.placements = placements
+        self.reader = RecipeReader(root) if self.recipes else DatasetReader(root)
         self.split = split
         self.indices = self.reader.split_indices(split)
         if len(self.indices) == 0:
@@ -113,9 +121,31 @@ class DepthMaskDataset(Dataset):
             entry = self._bg_cache[bg_index] = (cv2.cvtColor(image, cv2.COLOR_BGR2RGB), depth)
         return entry
 
+    def _fit_into(self, fg: np.ndarray, stored_mask: np.ndarray, full: np.ndarray, fg_bg: np.ndarray,
+                  mask: np.ndarray, depth: np.ndarray) -> None:
+        """A rendered recipe sample (fg RGB, mask 0/255, depth, stored size) into the batch arrays at the
+        output size, resized as _decode_into resizes a record's."""
+        s = self.size
+        if fg.shape[0] == s:
+            np.copyto(fg_bg, fg)
+        else:
+            cv2.resize(fg, (s, s), dst=fg_bg, interpolation=cv2.INTER_AREA)
+        if stored_mask.shape[0] == s:
+            np.greater_equal(stored_mask, 128, out=mask.view(np.bool_))
+        else:
+            cv2.resize((stored_mask >= 128).view(np.uint8), (s, s), dst=mask, interpolation=cv2.INTER_AREA)
+        if full.shape[0] == s:
+            np.copyto(depth, full)
+        else:
+            cv2.resize(full, (s, s), dst=depth, interpolation=cv2.INTER_AREA)
+
     def _decode_into(self, record: dict[str, Any], fg_bg: np.ndarray, mask: np.ndarray, depth: np.ndarray) -> None:
         """A record's fg_bg (RGB), mask (0/1) and depth, unaugmented at the output size, into the given
         arrays: the codecs' decode, area-resized (the mask re-binarised), in fewer passes and copies."""
+        if "rendered" in record:  # a recipe sample
+            b, fg, stored_mask, full = record["rendered"]
+            self._fit_into(cv2.cvtColor(fg, cv2.COLOR_BGR2RGB), stored_mask, full, fg_bg, mask, depth)
+            return
         s = self.size
         codecs = self.reader.codecs
         fg = codecs.fg_bg.decode(record["fg_bg"], self._reduce, rgb=True)
@@ -148,9 +178,17 @@ class DepthMaskDataset(Dataset):
         augment = self.augment
         if augment is not None:
             plain = (np.empty((s, s, 3), np.uint8), np.empty((s, s), np.uint8), np.empty((s, s), np.uint16))
+        rendered = None
+        if self.recipes:  # the batch's placements at once; per-epoch ones from (seed, epoch, index)
+            epochs = {epoch for epoch, _ in pairs} if self.placements == "per-epoch" else {None}
+            rendered = {}
+            for e in epochs:
+                chosen = [j for j, (epoch, _) in enumerate(pairs) if e is None or epoch == e]
+                for j, sample_out in zip(chosen, self.reader.render_batch(index[chosen], e)):
+                    rendered[j] = {"bg": sample_out[0], "rendered": sample_out}
         for j, (epoch, _) in enumerate(pairs):
             sample = int(index[j])
-            record = self.reader.record(sample)
+            record = rendered[j] if rendered is not None else self.reader.record(sample)
             try:
                 bg_image = self._background(int(record["bg"]))[0]
                 if augment is None:
