@@ -56,3 +56,30 @@ def test_per_epoch_placements_through_workers(tiny_recipes):
 def test_per_epoch_is_refused_on_a_materialised_dataset(tiny_dataset):
     with pytest.raises(DepthmaskError, match="needs a recipe dataset"):
         DepthMaskDataset(tiny_dataset, "train", placements="per-epoch")
+
+
+def test_dm_train_per_epoch_on_recipes_and_export_samples(tiny_recipes, tmp_path, one_thread):
+    from conftest import fast_runtime, read_metrics, tiny_train_config
+    from training.export import export_samples
+    from training.train import train
+
+    run = tmp_path / "run"
+    train(tiny_train_config(tiny_recipes, run, schedule=((32, 2),), epoch_samples=16, placements="per-epoch"),
+          fast_runtime(), log=lambda m: None)
+    epochs = [m for m in read_metrics(run) if "epoch" in m]
+    assert len(epochs) == 2 and all(np.isfinite(m["val_loss"]) for m in epochs if "val_loss" in m)
+    grid = export_samples(tiny_recipes, tmp_path / "grid.png", checkpoint=run / "best.pt", count=2, device="cpu")
+    assert grid.stat().st_size > 0
+
+
+def test_dm_train_refuses_per_epoch_on_a_materialised_dataset_in_one_line(tiny_dataset, tmp_path):
+    from click.testing import CliRunner
+
+    from training.cli import train_command
+
+    result = CliRunner().invoke(train_command, [str(tiny_dataset), "-o", str(tmp_path / "run"), "--placements",
+                                                "per-epoch", "--schedule", "32:1", "--workers", "0"])
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("error:") and "--placements per-epoch needs a recipe dataset" in lines[-1], lines
+    assert "Traceback" not in result.output

@@ -17,7 +17,7 @@ from pipeline.cli_support import OneLineCommand, user_errors
 from pipeline.plan import SPLIT_NAMES
 
 from .augment import AugmentConfig
-from .config import BEST_METRICS, LR_SCHEDULES, OPTIMIZERS, TrainConfig, parse_schedule
+from .config import BEST_METRICS, LR_SCHEDULES, OPTIMIZERS, PLACEMENT_MODES, TrainConfig, parse_schedule
 from .loss_config import DEPTH_LOSSES, LossConfig
 from .model_config import ARCHITECTURE_NAMES, ModelConfig
 
@@ -36,7 +36,7 @@ _CONFIG_FIELD_OF = {
     **{name: "augment" for name in ("augment", "augment_scale", "augment_rotation")},
     "no_val": "validate",
     **{name: name for name in ("schedule", "batch_size", "epoch_samples", "val_samples", "optimizer", "lr",
-                               "weight_decay", "lr_schedule", "seed", "best_metric")},
+                               "weight_decay", "lr_schedule", "seed", "best_metric", "placements")},
 }
 
 
@@ -97,6 +97,9 @@ def _given_config_fields(ctx: click.Context) -> tuple[str, ...]:
                    "move the horizon, which costs depth accuracy: docs/benchmarks.md).")
 @click.option("--augment-rotation", type=float, default=_AUGMENT.max_rotation_deg,
               help="Largest random rotation in degrees (0: none).")
+@click.option("--placements", type=click.Choice(PLACEMENT_MODES), default="fixed",
+              help="Recipe datasets (dm-build-lmdb --store recipes): per-epoch draws fresh placements and flips of "
+                   "the training samples every epoch from (seed, epoch, index); validation never changes.")
 @click.option("--seed", type=int, default=0, help="Seed of initialisation, data order and augmentation.")
 @click.option("--best-metric", type=click.Choice(list(BEST_METRICS)), default="val_loss",
               help="Validation metric that picks best.pt.")

@@ -34,6 +34,9 @@ def parse_schedule(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(stages)
 
 
+PLACEMENT_MODES = ("fixed", "per-epoch")  # per-epoch: recipe datasets only (training.data)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     data: str
@@ -51,6 +54,7 @@ class TrainConfig:
     lr_schedule: str = "onecycle"
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)  # None: no augmentation; True/False
     # are accepted and become AugmentConfig() / None
+    placements: str = "fixed"  # recipe datasets: "per-epoch" draws fresh training placements every epoch
     seed: int = 0
     best_metric: str = "val_loss"
     time_limit_min: float | None = None  # stop (with a checkpoint and a validation) after this long;
@@ -73,6 +77,8 @@ class TrainConfig:
             ("--best-metric", self.best_metric, self.best_metric in BEST_METRICS, f"one of {', '.join(BEST_METRICS)}"),
             ("--time-limit-min", self.time_limit_min, self.time_limit_min is None
              or (number(self.time_limit_min) and self.time_limit_min > 0), "a finite number of minutes > 0"),
+            ("--placements", self.placements, self.placements in PLACEMENT_MODES,
+             f"one of {', '.join(PLACEMENT_MODES)}"),
             ("--seed", self.seed, isinstance(self.seed, int) and not isinstance(self.seed, bool)
              and 0 <= self.seed < 2**32, "a whole number in [0, 2**32)"),
         ]

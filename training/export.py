@@ -17,6 +17,7 @@ from pipeline import images as image_rules
 from pipeline.codecs import DEPTH_MAX
 
 from .inputs import BatchNormalizer, sample_inputs
+from .recipe_source import open_reader
 
 TITLE_H = 22
 LEGEND_H = 44
@@ -107,7 +108,7 @@ def export_samples(data: str | Path, output: str | Path, *, checkpoint: str | Pa
         raise DepthmaskError(f"--output: {output} exists; pass --overwrite to replace it")
     if not output.parent.is_dir():
         raise DepthmaskError(f"--output: folder {output.parent} does not exist")
-    reader = DatasetReader(data)
+    reader = open_reader(data)
     indices = choose_samples(reader, split, count, seed)
     samples = [reader.decode(int(i)) for i in indices]
     tile = int(size or reader.size[0])

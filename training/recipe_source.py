@@ -17,9 +17,35 @@ from pipeline.compose import composite, paste_depth, paste_mask
 from pipeline.format import MANIFEST_NAME
 from pipeline.recipes import RecipeStore, is_recipe_dataset
 
-PLACEMENT_MODES = ("fixed", "per-epoch")
+from .config import PLACEMENT_MODES
 
-__all__ = ["PLACEMENT_MODES", "RecipeReader", "is_recipe_dataset"]
+__all__ = ["PLACEMENT_MODES", "RecipeReader", "is_recipe_dataset", "open_reader", "training_data_info"]
+
+
+def open_reader(root: str | Path) -> Any:
+    """The reader of a dataset folder of either kind: RecipeReader for recipes, else DatasetReader."""
+    from pipeline import DatasetReader
+
+    return RecipeReader(root) if is_recipe_dataset(root) else DatasetReader(root)
+
+
+def training_data_info(reader: Any) -> dict[str, Any]:
+    """checkpoint.dataset_info of either kind (a recipe is identified by its asset files' hashes)."""
+    from .checkpoint import dataset_info
+
+    if not isinstance(reader, RecipeReader):
+        return dataset_info(reader)
+    import hashlib
+
+    from pipeline import __version__
+
+    m = reader.manifest
+    files = m["files"]
+    return {"path": str(reader.root), "name": reader.root.name, "created_by": m.get("created_by"), "kind": "recipes",
+            "sample_count": int(m["sample_count"]), "image_size": [int(v) for v in m["image_size"]],
+            "depth": m["depth"], "assets_sha256": hashlib.sha256("".join(files[k]["sha256"] for k in sorted(files))
+                                                                  .encode()).hexdigest(),
+            "created_with": f"depthmask {__version__}"}
 
 
 class RecipeReader:
@@ -48,6 +74,15 @@ class RecipeReader:
         """(the network's bg input BGR uint8, depth uint16) of a background, as DatasetReader.background."""
         _, bg_input, depth = self.store.backgrounds[index]
         return bg_input, depth
+
+    def record(self, index: int) -> dict[str, Any]:
+        """The stored placement of sample `index` (bg, fg, flip, x, y), the fields a materialised record names."""
+        p = self.store.placements([int(index)])
+        return {k: (bool(p[k][0]) if k == "flip" else int(p[k][0])) for k in ("bg", "fg", "flip", "x", "y")}
+
+    def decode(self, index: int) -> dict[str, Any]:
+        """Sample `index` as DatasetReader.decode gives it (bg, fg_bg BGR, mask 0 / 255, depth), fg_bg before JPEG."""
+        return self.store.render(int(index))
 
     def where(self, index: int) -> str:
         return f"{self.root} (recipe) sample {index}"

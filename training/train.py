@@ -23,13 +23,13 @@ from typing import Any, Callable
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from pipeline import DatasetReader, DepthmaskError, __version__
+from pipeline import DepthmaskError, __version__
 from pipeline.checks import number, run_checks
 from pipeline.codecs import DEPTH_MAX
 from pipeline.format import write_json_atomic
 
 from . import distributed as dist_utils
-from .checkpoint import (BEST_NAME, KIND_RESUME, LAST_NAME, config_of, dataset_info, describe_arch, load_checkpoint,
+from .checkpoint import (BEST_NAME, KIND_RESUME, LAST_NAME, config_of, describe_arch, load_checkpoint,
                          load_model_state, normalization_from_stats, save_checkpoint, shipped_state)
 from .config import BEST_METRICS, TrainConfig
 from .curves import write_curves
@@ -39,6 +39,7 @@ from .losses import total_loss
 from .metrics import SegDepthMetrics, constant_results, constant_sums
 from .models import build_model, count_parameters
 from .precision import fast_path_default
+from .recipe_source import open_reader, training_data_info
 from .run_folder import CONFIG_NAME, CURVES_NAME, METRICS_NAME, TENSORBOARD_DIR, open_run_folder, \
     remove_if_only_ours, remove_stale_temporaries
 
@@ -151,7 +152,7 @@ class _Trainer:
         self._seed_everything(self.config.seed)
         self._check_schedule()
         self.train_set = DepthMaskDataset(self.config.data, "train", size=self.config.size_at(0),
-                                          augment=self.config.augment,
+                                          augment=self.config.augment, placements=self.config.placements,
                                           seed=self.config.seed)
         self.val_set = self._val_set() if self.config.validate else None
         self._check_batch_size()
@@ -218,7 +219,7 @@ class _Trainer:
 
     def _check_schedule(self) -> None:
         """Every stage's size must fit the stored images: found now, not after the earlier stages trained."""
-        stored = DatasetReader(self.config.data).size[0]
+        stored = open_reader(self.config.data).size[0]
         for size, _ in self.config.schedule:
             if size > stored:
                 raise DepthmaskError(f"--schedule: stage size {size} is larger than the dataset's stored image size "
@@ -288,7 +289,7 @@ class _Trainer:
             "kind": KIND_RESUME,
             "created_by": f"depthmask {__version__}",
             "normalization": normalization_from_stats(self.train_set.stats()),
-            "dataset": dataset_info(self.train_set.reader),
+            "dataset": training_data_info(self.train_set.reader),
             "config": self.config.to_dict(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
