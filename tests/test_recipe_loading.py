@@ -83,3 +83,32 @@ def test_dm_train_refuses_per_epoch_on_a_materialised_dataset_in_one_line(tiny_d
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines[-1].startswith("error:") and "--placements per-epoch needs a recipe dataset" in lines[-1], lines
     assert "Traceback" not in result.output
+
+
+def test_jpeg_roundtrip_at_the_dataset_quality_gives_the_materialised_fg_bg(tiny_recipes, tiny_dataset):
+    from training.camera_effects import CameraEffects
+
+    quality = RecipeStore.open(tiny_recipes).manifest["build"]["content"]["jpeg_quality"]
+    ours = DepthMaskDataset(tiny_recipes, "all", camera=CameraEffects(jpeg_quality=quality))
+    theirs = DepthMaskDataset(tiny_dataset, "all")
+    items = list(range(0, len(ours), 7))
+    a, b = ours.__getitems__(items), theirs.__getitems__(items)
+    assert torch.equal(a["fg_bg"], b["fg_bg"])
+    assert torch.equal(a["bg"], b["bg"]) and torch.equal(a["mask"], b["mask"])
+
+
+def test_camera_effects_are_deterministic_and_checked():
+    from training.camera_effects import CameraEffects, apply_camera_effects, parse_jpeg_quality
+
+    effects = CameraEffects(jpeg_quality=parse_jpeg_quality("60-95"), noise_std=4.0, blur_sigma=1.0)
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    outs = []
+    for _ in range(2):
+        bg, fg = image.copy(), image.copy()
+        apply_camera_effects(np.random.default_rng(7), effects, bg, fg)
+        outs.append((bg, fg))
+    assert np.array_equal(outs[0][0], outs[1][0]) and np.array_equal(outs[0][1], outs[1][1])
+    assert not np.array_equal(outs[0][1], image) and not np.array_equal(outs[0][0], outs[0][1])
+    for bad in ({"jpeg_quality": (0, 90)}, {"noise_std": -1.0}, {"blur_sigma": 9.0}):
+        with pytest.raises(ValueError):
+            CameraEffects(**bad)

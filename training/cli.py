@@ -17,6 +17,7 @@ from pipeline.cli_support import OneLineCommand, user_errors
 from pipeline.plan import SPLIT_NAMES
 
 from .augment import AugmentConfig
+from .camera_effects import CameraEffects, parse_jpeg_quality
 from .config import BEST_METRICS, LR_SCHEDULES, OPTIMIZERS, PLACEMENT_MODES, TrainConfig, parse_schedule
 from .loss_config import DEPTH_LOSSES, LossConfig
 from .model_config import ARCHITECTURE_NAMES, ModelConfig
@@ -35,6 +36,7 @@ _CONFIG_FIELD_OF = {
                                  "w_dice")},
     **{name: "augment" for name in ("augment", "augment_scale", "augment_rotation")},
     "no_val": "validate",
+    **{name: "camera" for name in ("jpeg_roundtrip", "sensor_noise", "blur")},
     **{name: name for name in ("schedule", "batch_size", "epoch_samples", "val_samples", "optimizer", "lr",
                                "weight_decay", "lr_schedule", "seed", "best_metric", "placements")},
 }
@@ -100,6 +102,13 @@ def _given_config_fields(ctx: click.Context) -> tuple[str, ...]:
 @click.option("--placements", type=click.Choice(PLACEMENT_MODES), default="fixed",
               help="Recipe datasets (dm-build-lmdb --store recipes): per-epoch draws fresh placements and flips of "
                    "the training samples every epoch from (seed, epoch, index); validation never changes.")
+@click.option("--jpeg-roundtrip", default=None, metavar="Q|LOW-HIGH",
+              help="JPEG-encode and decode fg_bg of every training sample at quality Q (or one drawn from LOW-HIGH): "
+                   "recipe composites are never JPEG, materialised and real ones are.  [default: off]")
+@click.option("--sensor-noise", type=float, default=0.0,
+              help="Gaussian sensor noise on bg and fg_bg, std drawn up to this (0-255 scale; 0: off).")
+@click.option("--blur", type=float, default=0.0, help="Mild Gaussian blur of both images, sigma drawn up to this "
+                                                       "(pixels; 0: off).")
 @click.option("--seed", type=int, default=0, help="Seed of initialisation, data order and augmentation.")
 @click.option("--best-metric", type=click.Choice(list(BEST_METRICS)), default="val_loss",
               help="Validation metric that picks best.pt.")
@@ -132,7 +141,8 @@ def train_command(ctx: click.Context, data: Path, output: Path, depth_arch: str,
                   depth_loss: str, workers: int, device: str, use_compile: bool, amp: bool | None,
                   channels_last: bool | None, checkpoint_every_min: float, resume: bool, overwrite: bool,
                   init_from: Path | None, progress: bool, augment: bool, augment_scale: float,
-                  augment_rotation: float, no_val: bool, **options) -> None:
+                  augment_rotation: float, no_val: bool, jpeg_roundtrip: str | None, sensor_noise: float,
+                  blur: float, **options) -> None:
     """Train the depth and mask networks on the dataset in DATA (built by dm-build-lmdb).
 
     Under torchrun (e.g. torchrun --nproc-per-node 8 -m training.cli ...), every process trains on
@@ -161,6 +171,12 @@ def train_command(ctx: click.Context, data: Path, output: Path, depth_arch: str,
         field, _, rest = str(exc).partition(" ")
         raise DepthmaskError(f"{_AUGMENT_OPTIONS.get(field, field)}: {rest}") from None
     augmentation = geometry if augment else None
+    try:
+        camera = CameraEffects(jpeg_quality=parse_jpeg_quality(jpeg_roundtrip), noise_std=sensor_noise,
+                               blur_sigma=blur)
+    except ValueError as exc:
+        raise DepthmaskError(str(exc)) from None
+    options["camera"] = camera if camera.active else None
     config = TrainConfig(data=str(data), output=str(output), model=model, loss=loss, augment=augmentation,
                          schedule=parse_schedule(schedule), validate=not no_val, **options)
     from .train import RuntimeOptions, train  # torch: only now that the options are known to be sound

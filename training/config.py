@@ -10,6 +10,7 @@ from pipeline import DepthmaskError
 from pipeline.checks import count, number, run_checks
 
 from .augment import AugmentConfig
+from .camera_effects import CameraEffects
 from .loss_config import LossConfig
 from .model_config import ARCHITECTURE_NAMES, ModelConfig
 
@@ -54,6 +55,7 @@ class TrainConfig:
     lr_schedule: str = "onecycle"
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)  # None: no augmentation; True/False
     # are accepted and become AugmentConfig() / None
+    camera: CameraEffects | None = None  # JPEG round trip, sensor noise, blur of the training split (off: None)
     placements: str = "fixed"  # recipe datasets: "per-epoch" draws fresh training placements every epoch
     seed: int = 0
     best_metric: str = "val_loss"
@@ -112,6 +114,8 @@ class TrainConfig:
             data["augment"] = AugmentConfig(**data["augment"])
         elif data.get("augment") is True:  # a run from before augmentation was configurable: its geometry then
             data["augment"] = AugmentConfig(min_scale=0.8, max_rotation_deg=5.0)
+        if isinstance(data.get("camera"), dict):
+            data["camera"] = CameraEffects(**data["camera"])
         data["schedule"] = tuple(tuple(s) for s in data["schedule"])
         return cls(**data)
 

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from pipeline import DatasetReader, DepthmaskError
 
 from .augment import AugmentConfig
+from .camera_effects import CameraEffects, apply_camera_effects
 from .recipe_source import PLACEMENT_MODES, RecipeReader, is_recipe_dataset
 from .inputs import BatchNormalizer
 from .sampler import EpochSampler
@@ -41,6 +42,7 @@ __all__ = ["AugmentConfig", "BatchNormalizer", "DatasetLoader", "DepthMaskDatase
 # OpenCV's own thread pool does not survive fork: a DataLoader worker forked after the parent ran a
 # parallel OpenCV call can hang on its first one. Data work is parallel over workers instead.
 cv2.setNumThreads(1)
+CAMERA_STREAM = 0xCA3  # the camera effects' generator: (seed, epoch, index, CAMERA_STREAM)
 
 def _batch_array(shape: tuple[int, ...], dtype: type) -> tuple[np.ndarray, torch.Tensor]:
     """An uninitialised array and the tensor on its memory. In a DataLoader worker the memory is shared
@@ -72,7 +74,8 @@ class DepthMaskDataset(Dataset):
     """
 
     def __init__(self, root: str | Path, split: str = "train", *, size: int | None = None,
-                 augment: AugmentConfig | None = None, seed: int = 0, placements: str = "fixed"):
+                 augment: AugmentConfig | None = None, seed: int = 0, placements: str = "fixed",
+                 camera: CameraEffects | None = None):
         self.recipes = is_recipe_dataset(root)
         if placements not in PLACEMENT_MODES:
             raise DepthmaskError(f"--placements: expected one of {', '.join(PLACEMENT_MODES)}, got {placements!r}")
@@ -80,6 +83,7 @@ class DepthMaskDataset(Dataset):
             raise DepthmaskError(f"{root}: --placements {placements} needs a recipe dataset (dm-build-lmdb --store "
                                  "recipes); a materialised dataset stores one placement per sample")
         self.placements = placements
+        self.camera = camera if camera is not None and camera.active else None
         self.reader = RecipeReader(root) if self.recipes else DatasetReader(root)
         self.split = split
         self.indices = self.reader.split_indices(split)
@@ -200,6 +204,9 @@ class DepthMaskDataset(Dataset):
                     m = augment_matrix(rng, s, augment)
                     warp_sample(m, bg_image, *plain, s, out=(bg[j], fg_bg[j], mask[j], depth[j]))
                     photometric(rng, augment, bg[j], fg_bg[j], rgb=True, in_place=True)
+                if self.camera is not None:  # its own stream: the augmentation's draws stay as they were
+                    apply_camera_effects(np.random.default_rng([self.seed, epoch, sample, CAMERA_STREAM]),
+                                         self.camera, bg[j], fg_bg[j])
             except ValueError as exc:  # DecodeError: the record's fields are checked by the reader
                 raise DepthmaskError(f"{self.reader.where(sample)}: {exc}") from None
         return {

@@ -153,6 +153,7 @@ class _Trainer:
         self._check_schedule()
         self.train_set = DepthMaskDataset(self.config.data, "train", size=self.config.size_at(0),
                                           augment=self.config.augment, placements=self.config.placements,
+                                          camera=self.config.camera,
                                           seed=self.config.seed)
         self.val_set = self._val_set() if self.config.validate else None
         self._check_batch_size()
