@@ -17,7 +17,7 @@ reference exactly on CPU and CUDA alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -94,6 +94,17 @@ def all_variants(foregrounds: Sequence[np.ndarray], flip: bool) -> dict[Foregrou
     return {(f, m, 0): bgra for f, bgra in enumerate(foregrounds) for m in ((False, True) if flip else (False,))}
 
 
+def used_variants(placements: Sequence[Mapping[str, np.ndarray]],
+                  foreground_at: Callable[[int, int], np.ndarray]) -> dict[ForegroundKey, np.ndarray]:
+    """The (fg, flip, level) variants some placements use (depth-scaled layouts draw scale levels), each
+    cut-out from `foreground_at(fg, level)` (RecipeStore.foreground_at)."""
+    keys = set()
+    for p in placements:
+        level = p.get("level", np.zeros(len(p["fg"]), np.int64))
+        keys.update(zip(map(int, p["fg"]), map(bool, p["flip"]), map(int, level)))
+    return {k: foreground_at(k[0], k[2]) for k in keys}
+
+
 def composite_batch(assets: CompositeAssets, bg: torch.Tensor, variant: torch.Tensor, x: torch.Tensor,
                     y: torch.Tensor) -> dict[str, torch.Tensor]:
     """A batch of samples: bg (N, H, W, 3) uint8 network input, fg_bg (N, H, W, 3) uint8, mask (N, H, W)
@@ -139,5 +150,5 @@ def composite_placements(assets: CompositeAssets, placements: Mapping[str, np.nd
                            torch.as_tensor(np.asarray(placements["y"], np.int64), device=dev))
 
 
-__all__ = ["CompositeAssets", "all_variants", "composite_batch", "composite_placements",
+__all__ = ["CompositeAssets", "all_variants", "used_variants", "composite_batch", "composite_placements",
            "divide_by_255_rounded"]

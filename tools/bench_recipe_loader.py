@@ -1,0 +1,105 @@
+"""DataLoader throughput of a recipe dataset against a materialised one, in the same run (issue 14 section 3),
+and the batched torch compositor's samples/s.
+
+    python tools/bench_recipe_loader.py RECIPES MATERIALISED [--samples 4000] [--workers 2] [--size 224]
+
+Both through DepthMaskDataset + make_loader (train split, the default augmentation: the mirror), delivered
+batches counted after a warm-up batch (worker start-up, which reads every asset, excluded). Recipes: the
+workers composite each sample from the assets (compose.py); materialised: they decode the stored JPEG/PNGs.
+Then composite_torch on this machine's CPU (one and two threads) from the recipes' stored placements;
+a GPU, when there is one, is measured as well (otherwise stated unmeasured).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.recipes import RecipeStore  # noqa: E402
+from training.augment import AugmentConfig  # noqa: E402
+from training.composite_torch import CompositeAssets, all_variants, composite_placements, used_variants  # noqa: E402
+from training.data import DepthMaskDataset, make_loader  # noqa: E402
+
+
+def loader_rate(root: Path, args: argparse.Namespace, **options) -> float:
+    dataset = DepthMaskDataset(root, "train", size=args.size, augment=AugmentConfig(), **options)
+    loader = make_loader(dataset, batch_size=args.batch_size, shuffle=True, workers=args.workers)
+    loader.sampler.limit = args.samples
+    it = iter(loader)
+    next(it)
+    count, start = 0, time.perf_counter()
+    for batch in it:
+        count += batch["bg"].shape[0]
+    rate = count / (time.perf_counter() - start)
+    del it, loader
+    return rate
+
+
+def composite_rate(store: RecipeStore, device: str, batch: int, batches: int) -> float:
+    rng = np.random.default_rng(0)
+    train = store.split_indices("train")
+    plans = [store.placements(np.sort(rng.choice(train, batch, replace=False))) for _ in range(batches + 1)]
+    variants = (all_variants(store.foregrounds, store.plan.flip) if store.placement == "fixed"
+                else used_variants(plans, store.foreground_at))
+    assets = CompositeAssets.build(store.backgrounds, variants, device)
+    composite_placements(assets, plans[0])  # warm-up
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    for p in plans[1:]:
+        out = composite_placements(assets, p)
+    sync()
+    assert out["fg_bg"].shape[0] == batch
+    return batch * batches / (time.perf_counter() - start)
+
+
+def loader_rows(args: argparse.Namespace) -> None:
+    mat = loader_rate(args.materialised, args)
+    rec = loader_rate(args.recipes, args)
+    per_epoch = loader_rate(args.recipes, args, placements="per-epoch")
+    print(f"  materialised (decode JPEG/PNG)            {mat:8.0f} samples/s")
+    print(f"  recipes, fixed placements (composite)     {rec:8.0f} samples/s   {rec / mat:.2f}x materialised")
+    print(f"  recipes, per-epoch placements             {per_epoch:8.0f} samples/s   {per_epoch / mat:.2f}x materialised")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipes", type=Path)
+    parser.add_argument("materialised", type=Path)
+    parser.add_argument("--samples", type=int, default=4000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--composite-batch", type=int, default=256)
+    parser.add_argument("--composite-batches", type=int, default=8)
+    parser.add_argument("--composite-only", action="store_true", help="Skip the DataLoader rows.")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}; "
+          f"{args.workers} workers, batch {args.batch_size}, {args.size} px, {args.samples} delivered samples per arm")
+    if not args.composite_only:
+        loader_rows(args)
+    store = RecipeStore.open(args.recipes)
+    print(f"  recipes: {len(store):,} samples, {store.placement} placements")
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        rate = composite_rate(store, "cpu", args.composite_batch, args.composite_batches)
+        print(f"  composite_torch on the CPU, {threads} thread(s), batch {args.composite_batch}: {rate:8.0f} samples/s "
+              f"(placements drawn beforehand)")
+    if torch.cuda.is_available():
+        rate = composite_rate(store, "cuda", 4096, 20)
+        print(f"  composite_torch on {torch.cuda.get_device_name()}, batch 4096: {rate:8.0f} samples/s")
+    else:
+        print("  composite_torch on a GPU: unmeasured (no GPU here)")
+
+
+if __name__ == "__main__":
+    main()
