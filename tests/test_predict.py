@@ -85,7 +85,7 @@ def test_predict_folders_writes_every_output_at_the_inputs_size(tmp_path, checkp
     (fg_dir / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
     result = run_use("predict_command", checkpoint, "--bg", bg_dir, "--fg-bg", fg_dir, "-o", out, "--npy",
-                     "--no-progress", "--device", "cpu", "--batch-size", "3")
+                     "--no-progress", "--device", "cpu", "--no-amp", "--batch-size", "3")
     assert result.rc == 0, str(result)
     assert "skipped 1 file(s)" in result.stderr
     summary = json.loads((out / "predictions.json").read_text())

@@ -19,7 +19,8 @@ from pipeline.build import BuildOptions, build_dataset  # noqa: E402
 from pipeline.format import read_json  # noqa: E402
 
 CONTENT = {"seed": 7, "backgrounds": 4, "foregrounds": 4, "positions": 2, "flip": True, "limit": None, "size": 192,
-           "shard_size": 16, "val_fraction": 0.25, "jpeg_quality": 90, "depth_storage": "delta"}
+           "shard_size": 16, "val_fraction": 0.25, "jpeg_quality": 90, "depth_storage": "delta",
+           "placement": "fixed"}
 
 # PROCEDURAL recorded at 536dcbf (after the intentional new object kit of 2d16623, before the build split);
 # USER_FOLDERS recorded at 6205420 (before every issue 11 change) and unchanged since

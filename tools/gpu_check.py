@@ -511,10 +511,11 @@ def note_part(args: argparse.Namespace) -> int:
 # ---- report --------------------------------------------------------------------------------------
 def ddp_summary(single: dict[str, Any], group: dict[str, Any]) -> dict[str, Any]:
     """The process-group run against the single process: equal within tolerance. World size 1 differs only
-    by float rounding; more ranks compute BatchNorm statistics on their share of the batch."""
+    by float rounding; more ranks compute BatchNorm statistics on their share of the batch, so after a few
+    steps the two models differ by more than rounding: the tolerance then scales with the error left."""
     world = group.get("world_size", 1)
     tol_rmse = 0.002 if world == 1 else max(0.005, 0.1 * single["depth_rmse"])
-    tol_iou = 0.005 if world == 1 else 0.02
+    tol_iou = 0.005 if world == 1 else max(0.02, 0.1 * (1.0 - single["mask_iou"]))
     gaps = {"depth_rmse_gap": abs(group["depth_rmse"] - single["depth_rmse"]),
             "mask_iou_gap": abs(group["mask_iou"] - single["mask_iou"]),
             "first_loss_gap": abs(group["first_loss"] - single["first_loss"])}
