@@ -17,7 +17,8 @@ _LMDB = r"(\.tmp(-[0-9]+)?|-lock)?"
 TOP_LEVEL_FILES = [re.compile(p) for p in (
     re.escape(MANIFEST_NAME), re.escape(BUILD_STATE_NAME), re.escape(LOCK_NAME),
     rf"\.{re.escape(MANIFEST_NAME)}\.tmp-[0-9]+", rf"\.{re.escape(BUILD_STATE_NAME)}\.tmp-[0-9]+",
-    re.escape(BACKGROUNDS_NAME) + _LMDB, r"\.part-[0-9]+-of-[0-9]+\.lock", r"\.write-probe-[0-9]+")]
+    re.escape(BACKGROUNDS_NAME) + _LMDB, r"\.part-[0-9]+-of-[0-9]+\.lock", r"\.write-probe-[0-9]+",
+    r"(background_pixels|foregrounds)\.lmdb" + _LMDB)]  # (the asset files of a recipe dataset, recipes.py)
 SHARD_FILES = [re.compile(p) for p in (
     r"shard-[0-9]{5,}\.lmdb" + _LMDB, r"shard-[0-9]{5,}\.json", r"\.shard-[0-9]{5,}\.json\.tmp-[0-9]+")]
 

@@ -239,6 +239,14 @@ def is_recipe_manifest(manifest: Any) -> bool:
     return isinstance(manifest, dict) and manifest.get("kind") == RECIPE_KIND
 
 
+def is_recipe_dataset(root: str | Path) -> bool:
+    """Whether `root` holds the manifest of a recipe dataset (any other case: False, for the caller to judge)."""
+    try:
+        return is_recipe_manifest(read_json(Path(root) / MANIFEST_NAME, "manifest"))
+    except DepthmaskError:
+        return False
+
+
 def read_recipe_manifest(root: Path) -> dict[str, Any]:
     """The manifest of a complete recipe dataset, checked (format, version, kind, the keys readers use)."""
     root = Path(root)

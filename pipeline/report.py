@@ -17,6 +17,8 @@ import numpy as np
 from .codecs import DecodeError, codecs_from_manifest
 from .errors import DepthmaskError
 from .procs import worker_context
+from .recipe_verify import describe_recipes, verify_recipes
+from .recipes import is_recipe_dataset
 from .format import BACKGROUND_RECORD, RecordError, decode_key, payload_crc32, read_manifest, unpack_record
 from .plan import SPLIT_NAMES, SamplePlan, Split, manifest_counts
 from .shards import ShardHasher, check_file_size, close_readonly, open_readonly
@@ -49,6 +51,8 @@ def check_shard_files(root: Path, manifest: dict[str, Any]) -> None:
 def describe_dataset(root: str | Path) -> dict[str, Any]:
     """The facts dm-stats prints, as plain data (also its --json output)."""
     root = Path(root)
+    if is_recipe_dataset(root):
+        return describe_recipes(root)
     manifest = read_manifest(root)
     check_shard_files(root, manifest)
     fields = manifest["fields"]
@@ -104,8 +108,10 @@ def format_table(info: dict[str, Any]) -> str:
     lines += [
         "",
         f"dataset      {info['path']} ({info['format']}, seed {info['seed']})",
-        f"samples      {info['samples']:,} in {info['shards']} shard(s); {human_bytes(info['bytes_on_disk'])} on disk, "
-        f"{info['kb_per_sample']:.2f} KB/sample",
+        (f"samples      {info['samples']:,} in {info['shards']} shard(s); " if "assets" not in info else
+         f"samples      {info['samples']:,} rebuilt from {info['assets']['backgrounds']:,} backgrounds and "
+         f"{info['assets']['foregrounds']:,} foregrounds (recipes, fg_bg statistics before JPEG); ")
+        + f"{human_bytes(info['bytes_on_disk'])} on disk, {info['kb_per_sample']:.2f} KB/sample",
         f"splits       train {counts['train']:,}  val {counts['val']:,}  "
         + (f"unseen_bg {counts['unseen_bg']:,}  unseen_fg {counts['unseen_fg']:,}; " if "unseen_bg" in counts
            else f"mixed (in neither) {counts['mixed']:,}; ")
@@ -153,6 +159,8 @@ def verify_dataset(root: str | Path, *, workers: int = 0,
     field of the manifest (statistics with their sums, counts, split, sizes, shard ranges and paths, codecs,
     depth semantics) and compare it with what the manifest says."""
     root = Path(root)
+    if is_recipe_dataset(root):
+        return verify_recipes(root, workers=workers or os.cpu_count() or 1)
     manifest = read_manifest(root)  # keys, types, paths inside the folder, self-consistency
     report = VerifyReport(shards=len(manifest["shards"]))
     report.problems += check_derived_fields(manifest)
