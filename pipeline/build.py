@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +25,7 @@ from .assets import load_assets as load_asset_set
 from .codecs import FieldCodecs, default_codecs
 from .errors import DepthmaskError
 from .options import DEFAULT_SHARD_SIZE, DEFAULT_SIZE, BuildOptions, validate_options  # noqa: F401 - re-exported
-from .procs import watch_parent, worker_context
+from .procs import wait_for_tasks, watch_parent, worker_context
 from .shard_worker import ShardContext, build_shard_reporting, build_shard_task, init_worker
 from .folder import (BuildLock, foreign_entries, free_bytes, prepare_output_folder, remove_dataset, remove_part_locks,
                      storage_error)
@@ -490,28 +490,17 @@ def _run_pool(context: ShardContext, todo: list[tuple[int, int, int]], workers: 
     mp_context = worker_context(preload=(__name__,))
     counter = mp_context.Value("q", 0)
     context.progress = counter
-    shown = 0
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp_context, initializer=init_worker,
                              initargs=(context, os.getpid())) as pool:
-        pending = {pool.submit(build_shard_task, *task) for task in todo}
-        try:
-            while pending:
-                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    future.result()  # re-raises a worker's DepthmaskError here
-                current = counter.value
-                bar.update(current - shown)
-                shown = current
-        except BrokenProcessPool:
-            raise DepthmaskError(f"{context.root}: a build worker died unexpectedly (killed, or out of memory?); "
-                                 "run the same command again to resume") from None
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            for process in list(getattr(pool, "_processes", {}).values()):
-                process.terminate()
-            raise
-    bar.update(counter.value - shown)
+        shown = [0]
+
+        def show_progress() -> None:
+            bar.update(counter.value - shown[0])
+            shown[0] = counter.value
+
+        wait_for_tasks(pool, [pool.submit(build_shard_task, *task) for task in todo], context.root,
+                       on_tick=show_progress)
+    bar.update(counter.value - shown[0])
 
 
 def _merge_manifest(root: Path, options: BuildOptions, plan: SamplePlan, split: Any, codecs: FieldCodecs,

@@ -339,3 +339,24 @@ def manifest_digest(root: Path) -> str | None:
         return hashlib.sha256((Path(root) / MANIFEST_NAME).read_bytes()).hexdigest()
     except OSError:
         return None
+
+
+def manifest_summary(root: Path, manifest: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
+    """What dm-stats prints of any dataset kind, from its manifest (the kind adds its own keys)."""
+    sizes, n = manifest["sizes"], manifest["sample_count"]
+    return {
+        "path": str(root),
+        "format": f"{manifest['format']} v{manifest['format_version']}",
+        "samples": n,
+        "shards": len(manifest.get("shards", [])),
+        "bytes_on_disk": sizes["total_on_disk"],
+        "kb_per_sample": sizes["total_on_disk"] / 1024 / max(n, 1),
+        "split_counts": manifest["split"]["counts"],
+        "val_backgrounds": manifest["split"]["val_backgrounds"],
+        "val_foregrounds": manifest["split"]["val_foregrounds"],
+        "depth": manifest["depth"],
+        "seed": manifest["build"]["seed"],
+        "items": items,
+        "stats_by_split": {k: {f: {"mean": v[f]["mean"], "std": v[f]["std"]} for f in v}
+                           for k, v in manifest["stats"].items()},
+    }

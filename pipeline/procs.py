@@ -43,3 +43,31 @@ def watch_parent(pid: int) -> None:
                 pass
 
     threading.Thread(target=watch, daemon=True, name="watch-build").start()
+
+
+def wait_for_tasks(pool, futures, root, on_result=lambda result: None, on_tick=lambda: None) -> None:
+    """Wait for a pool's tasks: each result to `on_result`, `on_tick` twice a second (progress). A
+    worker's DepthmaskError re-raises here; a dead worker is one line saying the build resumes; on any
+    failure the other tasks are cancelled and the workers stopped, so nothing keeps writing."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    from .errors import DepthmaskError
+
+    pending = set(futures)
+    try:
+        while pending:
+            finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in finished:
+                on_result(future.result())
+            on_tick()
+    except BrokenProcessPool:
+        raise DepthmaskError(f"{root}: a build worker died unexpectedly (killed, or out of memory?); "
+                             "run the same command again to resume") from None
+    except BaseException:
+        for future in pending:
+            future.cancel()
+        # Python 3.11's ProcessPoolExecutor has no public way to stop its workers (3.14 adds one)
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        raise

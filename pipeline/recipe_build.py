@@ -13,8 +13,7 @@ import hashlib
 import os
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,7 +27,7 @@ from .format import (BACKGROUNDS_NAME, BUILD_STATE_NAME, FORMAT_NAME, MANIFEST_N
                      read_json, remove_stale_json_tmp, shard_sidecar_path, write_json_atomic)
 from .options import BuildOptions, validate_options
 from .plan import SPLIT_NAMES, SPLIT_RULE, SamplePlan, Split, empty_val_reason, manifest_counts, plan_split
-from .procs import worker_context
+from .procs import wait_for_tasks, worker_context
 from .recipe_codecs import BACKGROUND_PIXELS_CODEC, FOREGROUND_CODEC
 from .recipes import (BACKGROUND_PIXELS_NAME, FOREGROUNDS_NAME, RECIPE_FORMAT_VERSION, RECIPE_KIND, RecipeStore)
 from .shards import ShardWriter, iterate_records, ShardHasher, remove_stale_tmp, close_readonly
@@ -181,19 +180,8 @@ def _run_chunks(root: Path, context: _StatsContext, content: dict[str, Any], tod
             return
         with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(("pipeline.recipe_build",)),
                                  initializer=_init_stats_worker, initargs=(context,)) as pool:
-            pending = {pool.submit(_chunk_task, str(root), content, *task) for task in todo}
-            try:
-                while pending:
-                    finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        bar.update(future.result())
-            except BrokenProcessPool:
-                raise DepthmaskError(f"{root}: a build worker died unexpectedly (killed, or out of memory?); "
-                                     "run the same command again to resume") from None
-            except BaseException:
-                for future in pending:
-                    future.cancel()
-                raise
+            wait_for_tasks(pool, [pool.submit(_chunk_task, str(root), content, *task) for task in todo], root,
+                           on_result=bar.update)
     finally:
         bar.close()
 

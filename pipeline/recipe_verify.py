@@ -11,7 +11,7 @@ from typing import Any
 import lmdb
 
 from .errors import DepthmaskError
-from .format import encode_key
+from .format import encode_key, manifest_summary
 from .plan import SPLIT_NAMES, manifest_counts, plan_split
 from .procs import worker_context
 from .recipes import ASSET_FILES, RecipeStore, read_recipe_manifest
@@ -36,25 +36,11 @@ def describe_recipes(root: str | Path) -> dict[str, Any]:
         items.append({"item": name, "type": "rebuilt" + (" (pre-JPEG)" if name == "fg_bg" else ""), "count": n,
                       "image_size": [h, w, channels], "bytes": 0, "mean": stats[name]["mean"],
                       "std": stats[name]["std"]})
-    return {
-        "path": str(root),
-        "format": f"{manifest['format']} v{manifest['format_version']} ({manifest['kind']})",
-        "kind": manifest["kind"],
-        "samples": n,
-        "shards": 0,
-        "bytes_on_disk": sizes["total_on_disk"],
-        "kb_per_sample": sizes["total_on_disk"] / 1024 / max(n, 1),
-        "split_counts": manifest["split"]["counts"],
-        "val_backgrounds": manifest["split"]["val_backgrounds"],
-        "val_foregrounds": manifest["split"]["val_foregrounds"],
-        "depth": manifest["depth"],
-        "seed": manifest["build"]["seed"],
-        "items": items,
-        "assets": {"backgrounds": manifest["files"]["background_pixels.lmdb"]["records"],
-                   "foregrounds": manifest["files"]["foregrounds.lmdb"]["records"]},
-        "stats_by_split": {k: {f: {"mean": v[f]["mean"], "std": v[f]["std"]} for f in v}
-                           for k, v in manifest["stats"].items()},
-    }
+    return {**manifest_summary(root, manifest, items),
+            "format": f"{manifest['format']} v{manifest['format_version']} ({manifest['kind']})",
+            "kind": manifest["kind"],
+            "assets": {"backgrounds": manifest["files"]["background_pixels.lmdb"]["records"],
+                       "foregrounds": manifest["files"]["foregrounds.lmdb"]["records"]}}
 
 
 def _file_problems(root: Path, manifest: dict[str, Any]) -> list[str]:

@@ -19,7 +19,8 @@ from .errors import DepthmaskError
 from .procs import worker_context
 from .recipe_verify import describe_recipes, verify_recipes
 from .recipes import is_recipe_dataset
-from .format import BACKGROUND_RECORD, RecordError, decode_key, payload_crc32, read_manifest, unpack_record
+from .format import (BACKGROUND_RECORD, RecordError, decode_key, manifest_summary, payload_crc32, read_manifest,
+                     unpack_record)
 from .plan import SPLIT_NAMES, SamplePlan, Split, manifest_counts
 from .shards import ShardHasher, check_file_size, close_readonly, open_readonly
 from .stats import ChannelSums, StatsAccumulator, image_sums, summarise
@@ -70,22 +71,7 @@ def describe_dataset(root: str | Path) -> dict[str, Any]:
         items.append({"item": name, "type": _codec_label(fields[name]), "count": count,
                       "image_size": [h, w, channels], "bytes": nbytes,
                       "mean": stats[name]["mean"], "std": stats[name]["std"]})
-    return {
-        "path": str(root),
-        "format": f"{manifest['format']} v{manifest['format_version']}",
-        "samples": n,
-        "shards": len(manifest["shards"]),
-        "bytes_on_disk": sizes["total_on_disk"],
-        "kb_per_sample": sizes["total_on_disk"] / 1024 / max(n, 1),
-        "split_counts": manifest["split"]["counts"],
-        "val_backgrounds": manifest["split"]["val_backgrounds"],
-        "val_foregrounds": manifest["split"]["val_foregrounds"],
-        "depth": manifest["depth"],
-        "seed": manifest["build"]["seed"],
-        "items": items,
-        "stats_by_split": {k: {f: {"mean": v[f]["mean"], "std": v[f]["std"]} for f in v}
-                           for k, v in manifest["stats"].items()},
-    }
+    return manifest_summary(root, manifest, items)
 
 
 def _codec_label(description: dict[str, Any]) -> str:
