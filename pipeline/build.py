@@ -165,8 +165,11 @@ def shard_ranges(count: int, shard_size: int) -> list[tuple[int, int]]:
 
 # ---- the parent side -----------------------------------------------------------------------------
 def build_dataset(options: BuildOptions, *, progress: bool = True,
-                  log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> BuildSummary:
-    """Build (or resume, or finish merging) the dataset described by `options` into options.output."""
+                  log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+                  assets_from: Callable[[Callable[[int, int], int]], AssetSet] | None = None) -> BuildSummary:
+    """Build (or resume, or finish merging) the dataset described by `options` into options.output.
+    `assets_from(plan_backgrounds)` gives the assets instead of rendering them or reading the user's
+    folders (materialise.py: a recipe dataset's stored assets); it calls plan_backgrounds as load_assets does."""
     validate_options(options)
     started = time.perf_counter()
     output = Path(options.output)
@@ -182,6 +185,8 @@ def build_dataset(options: BuildOptions, *, progress: bool = True,
         return plan.used_backgrounds
 
     def assets_of_plan() -> AssetSet:
+        if assets_from is not None:
+            return assets_from(plan_backgrounds)
         return load_assets(options, progress=progress, log=log, plan_backgrounds=plan_backgrounds, render=renderer)
 
     if options.uses_folders:

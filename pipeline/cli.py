@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from .assets import DEPTH_MODES, UserInputs
 from .build import build_dataset
@@ -15,7 +16,10 @@ from .depth_model import DEVICES, IMAGENET_MEAN, IMAGENET_STD, DepthModelSpec
 from .cli_support import OneLineCommand, user_errors
 from .codecs import DEFAULT_JPEG_QUALITY
 from .errors import DepthmaskError
+from .format import MANIFEST_NAME
+from .materialise import materialise_recipes
 from .placement import PLACEMENTS
+from .recipe_build import STORES, build_recipes
 from .report import describe_dataset, format_table, human_bytes, verify_dataset
 from .shards import DEFAULT_MAP_SIZE
 
@@ -128,30 +132,65 @@ def _triple(values: tuple[float, ...]) -> str:
 @click.option("--max-shard-size-mb", type=int, default=DEFAULT_MAP_SIZE >> 20,
               help="Largest size one LMDB shard may reach (its map size).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
+@click.option("--store", type=click.Choice(list(STORES)), default="samples",
+              help="samples: every sample's composite, mask and depth stored in shards (any reader reads it); "
+                   "recipes: only the assets, plan, split and exact statistics (tens of MB), every sample "
+                   "rebuilt by the loader (dm-train, dm-eval; docs/format.md). Not with --depth-mode per-sample, "
+                   "--part, --merge or --max-shard-size-mb.")
+@click.option("--from-recipes", "from_recipes", type=click.Path(path_type=Path), default=None, metavar="RECIPES",
+              help="Materialise the recipe dataset RECIPES into OUTPUT: the same shards and manifest as a direct "
+                   "build of the options it was built with (read from its manifest); only --workers, --part, "
+                   "--merge, --overwrite, --max-shard-size-mb and --progress may be given with it.")
 @user_errors
 def build_lmdb_command(output: Path, part: str | None, progress: bool, bg, fg, fg_masks, fg_max_size, ground_top, bg_depth,
                        bg_depth_kind, depth_far, depth_model, depth_mode, depth_model_input_size, depth_model_mean,
-                       depth_model_std, depth_model_output, depth_batch_size, depth_device, **options) -> None:
+                       depth_model_std, depth_model_output, depth_batch_size, depth_device, store: str,
+                       from_recipes: Path | None, **options) -> None:
     """Build the dataset of (bg, fg_bg, mask, depth) quadruplets into sharded LMDB in OUTPUT.
 
     The default is the full embedded dataset: 1,020 procedural backgrounds x 104 foregrounds x 2
     placements x 2 (flip) = 424,320 samples, the original's count (its 102 photos x 20 placements
     is --backgrounds 102 --positions 20). --bg / --fg take your own folders instead (see
     docs/inputs.md). Killed at any point, the same command resumes and produces byte-identical shards.
+    --store recipes keeps only the assets and the plan; --from-recipes materialises such a dataset.
     """
-    inputs = user_inputs(bg, fg, fg_masks, fg_max_size, ground_top, bg_depth, bg_depth_kind, depth_far, depth_model, depth_mode,
-                         depth_model_input_size, depth_model_mean, depth_model_std, depth_model_output,
-                         depth_batch_size, depth_device)
-    summary = build_dataset(BuildOptions(output=output, part=parse_part(part), inputs=inputs, **options),
-                            progress=progress)
+    if from_recipes is not None:
+        refuse_given_options(click.get_current_context(), "--from-recipes", MATERIALISE_RUN_OPTIONS,
+                             f"the recipe dataset's options are read from {from_recipes / MANIFEST_NAME}")
+        summary = materialise_recipes(from_recipes, output, part=parse_part(part), progress=progress,
+                                      **{k: options[k] for k in ("workers", "merge_only", "overwrite",
+                                                                 "max_shard_size_mb")})
+    else:
+        inputs = user_inputs(bg, fg, fg_masks, fg_max_size, ground_top, bg_depth, bg_depth_kind, depth_far, depth_model,
+                             depth_mode, depth_model_input_size, depth_model_mean, depth_model_std, depth_model_output,
+                             depth_batch_size, depth_device)
+        build = build_recipes if store == "recipes" else build_dataset
+        summary = build(BuildOptions(output=output, part=parse_part(part), inputs=inputs, **options), progress=progress)
     for note in summary.notes:
         click.echo(note, err=True)
     if summary.built_samples:
         click.echo(f"{'built' if summary.complete else 'built part'}: {summary.built_samples:,} samples in "
                    f"{summary.seconds:.1f} s ({summary.samples_per_second:,.0f} samples/s)")
-    click.echo(f"dataset: {summary.output}  samples {summary.samples:,}  shards {summary.shards}  "
+    layout = "recipes" if store == "recipes" and from_recipes is None else f"shards {summary.shards}"
+    click.echo(f"dataset: {summary.output}  samples {summary.samples:,}  {layout}  "
                f"size {human_bytes(summary.bytes_on_disk)}  {summary.kb_per_sample:.2f} KB/sample"
                + ("" if summary.complete else "  (incomplete: no manifest yet)"))
+
+
+# what --from-recipes may be given: how the build runs, not what it holds (that is the recipe's)
+MATERIALISE_RUN_OPTIONS = ("output", "from_recipes", "workers", "part", "merge_only", "overwrite", "max_shard_size_mb",
+                           "progress")
+
+
+def refuse_given_options(ctx: click.Context, option: str, allowed: tuple[str, ...], why: str) -> None:
+    """One line naming the first option given on the command line that `option` does not allow."""
+    for param in ctx.command.params:
+        if param.name in allowed or ctx.get_parameter_source(param.name) in (None, ParameterSource.DEFAULT):
+            continue
+        names = "/".join(param.opts + param.secondary_opts)
+        allowed_names = ", ".join("/".join(p.opts + p.secondary_opts) for p in ctx.command.params
+                                  if p.name in allowed and isinstance(p, click.Option) and p.name != "from_recipes")
+        raise DepthmaskError(f"{option}: {names} cannot be given with it ({why}); only {allowed_names} may be")
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})

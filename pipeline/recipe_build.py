@@ -29,8 +29,9 @@ from .options import BuildOptions, validate_options
 from .plan import SPLIT_NAMES, SPLIT_RULE, SamplePlan, Split, empty_val_reason, manifest_counts, plan_split
 from .procs import wait_for_tasks, worker_context
 from .recipe_codecs import BACKGROUND_PIXELS_CODEC, FOREGROUND_CODEC
-from .recipes import (BACKGROUND_PIXELS_NAME, FOREGROUNDS_NAME, RECIPE_FORMAT_VERSION, RECIPE_KIND, RecipeStore)
-from .shards import ShardWriter, iterate_records, ShardHasher, remove_stale_tmp, close_readonly
+from .recipes import (BACKGROUND_PIXELS_NAME, FOREGROUNDS_NAME, RECIPE_FORMAT_VERSION, RECIPE_KIND, RecipeStore,
+                      is_recipe_manifest)
+from .shards import DEFAULT_MAP_SIZE, ShardWriter, iterate_records, ShardHasher, remove_stale_tmp, close_readonly
 from .format import encode_key
 from .stats import ChannelSums, StatsAccumulator, image_sums, summarise
 
@@ -65,6 +66,9 @@ def validate_recipe_options(options: BuildOptions) -> None:
     if options.part is not None or options.merge_only:
         raise DepthmaskError("--store recipes: --part and --merge are for materialised builds; a recipe build "
                              "stores only the assets and runs whole on one machine")
+    if options.max_shard_size_mb != DEFAULT_MAP_SIZE >> 20:
+        raise DepthmaskError("--store recipes: --max-shard-size-mb sizes the shards of materialised builds; a recipe "
+                             "build writes none (give it to --from-recipes when materialising the recipes)")
 
 
 # ---- statistics of the samples a reader rebuilds ---------------------------------------------------
@@ -220,20 +224,35 @@ def write_asset_files(root: Path, assets: AssetSet, stored: list[Any]) -> None:
 
 
 # ---- the parent side -------------------------------------------------------------------------------
-def _check_existing(root: Path, content: dict[str, Any], log: Callable[[str], None],
-                    overwrite: bool) -> dict[str, Any] | None:
-    """The manifest of a complete recipe dataset of these options (nothing to do), None to build; a
-    folder holding another dataset or an interrupted build of other options is refused."""
+def _refuse_foreign_folder(root: Path) -> None:
+    """Checked before the lock is taken: a folder holding other files is left exactly as it is."""
+    if (root / MANIFEST_NAME).exists() or (root / BUILD_STATE_NAME).exists():
+        return
+    foreign = foreign_entries(root)
+    if foreign:
+        raise DepthmaskError(f"{root}: folder is not empty and is not a depthmask dataset "
+                             f"({', '.join(foreign[:5])}); choose an empty or new folder")
+
+
+def _check_existing(root: Path, content: dict[str, Any], overwrite: bool,
+                    assets: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The manifest of a complete recipe dataset of these options (and, for the user's folders, of
+    these `assets`: nothing to do), None to build; a folder holding another dataset or an interrupted
+    build of other options is refused."""
     manifest_path, state_path = root / MANIFEST_NAME, root / BUILD_STATE_NAME
     if overwrite and (manifest_path.exists() or state_path.exists()):
         remove_dataset(root)
         return None
     if manifest_path.exists():
         manifest = read_json(manifest_path, "manifest")
-        if manifest.get("build", {}).get("content") == content:
+        same_content = manifest.get("build", {}).get("content") == content
+        if same_content and (assets is None or manifest.get("assets") == assets):
             return manifest
-        raise DepthmaskError(f"{root}: already holds a complete dataset built with other options; pass --overwrite "
-                             "to replace it, or choose another folder")
+        what = ("materialised dataset (--store samples)" if not is_recipe_manifest(manifest) else
+                "recipe dataset built with other options" if not same_content else
+                "recipe dataset built from other files")
+        raise DepthmaskError(f"{root}: already holds a complete {what}; pass --overwrite to replace it, or choose "
+                             "another folder")
     if state_path.exists():
         state = read_json(state_path, "build state")
         if state.get("content") != content:
@@ -242,9 +261,6 @@ def _check_existing(root: Path, content: dict[str, Any], log: Callable[[str], No
                               if old.get(k) != content.get(k))
             raise DepthmaskError(f"{root}: holds an interrupted build with other options ({diffs}); rerun it with the "
                                  "same options to resume, or pass --overwrite to start over")
-    elif foreign_entries(root):
-        raise DepthmaskError(f"{root}: folder is not empty and is not a depthmask dataset "
-                             f"({', '.join(foreign_entries(root)[:5])}); choose an empty or new folder")
     return None
 
 
@@ -276,15 +292,23 @@ def build_recipes(options: BuildOptions, *, progress: bool = True,
         counts[:] = [available]
         return sample_plan(options, available, n_foregrounds).used_backgrounds
 
+    def assets_of_plan() -> AssetSet:
+        return load_assets(options, progress=progress, log=log, plan_backgrounds=plan_backgrounds, render=renderer)
+
+    # as for a materialised build: the user's files are read and checked before anything is written (a bad
+    # input leaves no trace), a foreign folder is refused before the lock is taken
+    assets = assets_of_plan() if options.uses_folders else None
     root = prepare_output_folder(Path(options.output))
+    _refuse_foreign_folder(root)
     with BuildLock(root) as lock:
-        existing = _check_existing(root, content, log, options.overwrite)
+        existing = _check_existing(root, content, options.overwrite, None if assets is None else assets.describe())
         if existing is not None:
             lock.release(remove=True)
             return BuildSummary(root, True, existing["sample_count"], 0, 0, 0.0, existing["sizes"]["total_on_disk"],
                                 notes=["dataset is already complete with these options; nothing to do "
                                        "(--overwrite rebuilds it)"])
-        assets = load_assets(options, progress=progress, log=log, plan_backgrounds=plan_backgrounds, render=renderer)
+        if assets is None:
+            assets = assets_of_plan()
         plan = sample_plan(options, counts[0], len(assets.foregrounds))
         split = plan_split(plan, options.val_fraction, options.seed)
         reason = empty_val_reason(plan, split, options.val_fraction)
