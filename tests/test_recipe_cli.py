@@ -113,6 +113,16 @@ def test_user_folders_from_recipes_equal_the_direct_build(user_folders, tmp_path
                                else "precomputed maps (--bg-depth)")
 
 
+def test_recipe_build_of_changed_files_is_refused(user_folders, tmp_path):
+    folders = {k: Path(shutil.copytree(user_folders[k], tmp_path / k)) for k in ("bg", "fg", "bg_depth")}
+    args = [*FOLDER_SOURCES["depth-maps"](folders), "--positions", "1", "--no-flip", "--store", "recipes"]
+    build(tmp_path / "r", *args)
+    shutil.copy(folders["fg"] / "f2.png", folders["fg"] / "f1.png")
+    line = assert_one_line_error(invoke(tmp_path / "r", *args, *ONE_WORKER), str(tmp_path / "r"), "--overwrite")
+    assert "built from other files" in line
+    build(tmp_path / "r", *args, "--overwrite")
+
+
 def test_depth_scaled_placement_from_recipes_equals_the_direct_build(tmp_path):
     args = [*TINY_ARGS, "--placement", "depth-scaled", "--limit", "24"]
     build(tmp_path / "direct", *args)
@@ -162,6 +172,7 @@ def test_recipe_build_interrupted_resumes_complete_is_refused(recipes, tmp_path,
     assert result.rc == 130 and result.stderr.strip().splitlines()[-1].startswith("error: interrupted"), str(result)
     assert not (out / "manifest.json").exists() and (out / "build.json").exists()
     monkeypatch.setattr(recipe_build, "chunk_stats", real)
+    assert_nothing_reads_it(out, tmp_path)
     assert_one_line_error(invoke(out, *TINY_ARGS, *ONE_WORKER, "--store", "recipes", "--seed", "1"),
                           "interrupted build with other options", "seed")
     result = build(out, *TINY_ARGS, "--store", "recipes")  # the rerun continues where it stopped
@@ -174,6 +185,23 @@ def test_recipe_build_interrupted_resumes_complete_is_refused(recipes, tmp_path,
         assert "complete" in line
     build(out, *TINY_ARGS, "--store", "recipes", "--seed", "1", "--overwrite")
     assert read_manifest_json(out)["build"]["seed"] == 1
+
+
+def assert_nothing_reads_it(unfinished: Path, tmp_path: Path) -> None:
+    """An interrupted recipe build does not look complete: dm-stats (and --verify), dm-train and the loader refuse it."""
+    from training.cli import train_command
+    from training.data import DepthMaskDataset
+
+    from pipeline.errors import DepthmaskError
+
+    for args in ([], ["--verify"]):
+        assert_one_line_error(run_stats(unfinished, *args), str(unfinished), "did not finish", "dm-build-lmdb")
+    run = tmp_path / "run"
+    assert_one_line_error(invoke(unfinished, "-o", run, "--schedule", "32:1", "--workers", "0", "--device", "cpu",
+                                 "--no-progress", command=train_command), "did not finish")
+    assert not run.exists()
+    with pytest.raises(DepthmaskError, match="did not finish"):
+        DepthMaskDataset(unfinished)
 
 
 def test_a_materialised_build_does_not_take_a_recipe_folder_and_back(recipes, tiny_dataset, tmp_path):
@@ -270,3 +298,15 @@ def test_stats_of_a_recipe_dataset_and_help(recipes):
     assert info["kind"] == "recipes" and info["samples"] == TINY_COUNT
     result = run_cli("dm-build-lmdb", "--help")
     assert result.rc == 0 and "--store [samples|recipes]" in result.stdout and "--from-recipes RECIPES" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["background_pixels.lmdb", "foregrounds.lmdb"])
+def test_stats_verify_names_a_corrupted_asset_store(recipes, tmp_path, name):
+    copy = Path(shutil.copytree(recipes, tmp_path / "copy"))
+    data = bytearray((copy / name).read_bytes())
+    data[data.find(b"IDAT") + 40] ^= 0x40  # inside an image
+    (copy / name).write_bytes(bytes(data))
+    result = run_cli("dm-stats", copy, "--verify", "--workers", "1")
+    assert result.rc == 1 and "Traceback" not in result.stderr, str(result)
+    assert "verify       FAILED: 1 problem(s)" in result.stdout, str(result)
+    assert f"  {name}: damaged asset store: content hash differs from the manifest" in result.stdout, str(result)

@@ -3,6 +3,7 @@ field with the tiny materialised build, resume, refusals, --verify naming a dama
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -141,3 +142,55 @@ def test_per_sample_model_depth_cannot_be_a_recipe(tmp_path):
     with pytest.raises(DepthmaskError, match="per-sample model depth .* no recipe can rebuild"):
         validate_recipe_options(tiny_options(tmp_path / "r", inputs=inputs))
     assert not (tmp_path / "r").exists()
+
+
+# ---- issue 14 section 4: bad input and safety ---------------------------------------------------------------
+def test_the_materialised_reader_refuses_a_recipe_folder_by_its_version(tiny_recipes):
+    """What a reader of materialised datasets (any version-1 reader: this one's DatasetReader) says of a recipe."""
+    with pytest.raises(DepthmaskError, match=r"manifest.json: format version 2 is not supported") as error:
+        DatasetReader(tiny_recipes)
+    assert "\n" not in str(error.value)
+
+
+def _changed_foreground_store(root: Path) -> None:
+    """foregrounds.lmdb rewritten as a sound LMDB file of the same keys, foreground 0 with one pixel changed."""
+    from pipeline.format import pack_record, unpack_record
+    from pipeline.recipe_codecs import FOREGROUND_CODEC
+    from pipeline.recipes import FOREGROUND_RECORD
+    from pipeline.shards import ShardWriter, close_readonly, iterate_records
+
+    path = root / "foregrounds.lmdb"
+    records = [unpack_record(value, FOREGROUND_RECORD) for _, value in iterate_records(path)]
+    close_readonly(path)
+    bgra = FOREGROUND_CODEC.decode(records[0]["image"])
+    bgra[bgra.shape[0] // 2, bgra.shape[1] // 2, :3] ^= 0x10
+    records[0]["image"] = FOREGROUND_CODEC.encode(bgra)
+    path.unlink()
+    with ShardWriter(path) as writer:
+        for i, record in enumerate(records):
+            writer.put(i, pack_record(record))
+
+
+def test_a_changed_asset_is_detected_when_read_and_by_verify(tiny_recipes, tmp_path):
+    from pipeline.format import encode_key
+    from pipeline.shards import ShardHasher, close_readonly, iterate_records
+
+    copy = Path(shutil.copytree(tiny_recipes, tmp_path / "copy"))
+    _changed_foreground_store(copy)
+    changed = r"foregrounds.lmdb: foreground 0 differs from the asset the dataset was built with"
+    with pytest.raises(DepthmaskError, match=changed):
+        RecipeStore.open(copy).foregrounds
+    assert verify_recipes(copy).problems == ["foregrounds.lmdb: damaged asset store: content hash differs from the "
+                                             "manifest"]
+    # the file's hash and size in the manifest made to match it: the asset's own hash still tells
+    hasher, path = ShardHasher(), copy / "foregrounds.lmdb"
+    for index, value in iterate_records(path):
+        hasher.update(encode_key(index), value)
+    close_readonly(path)
+    manifest = read_manifest_json(copy)
+    manifest["files"]["foregrounds.lmdb"].update(sha256=hasher.hexdigest(), bytes=path.stat().st_size)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DepthmaskError, match=changed):
+        RecipeStore.open(copy).foregrounds
+    report = verify_recipes(copy)
+    assert not report.ok and any(re.search(changed, p) for p in report.problems), report.problems
