@@ -144,6 +144,16 @@ def test_from_recipes_resumes_an_unfinished_materialisation(recipes, tiny_datase
         "dataset is already complete with these options; nothing to do (--overwrite rebuilds it)"
 
 
+def test_from_recipes_in_parts_with_worker_processes_then_merge(recipes, tiny_dataset, tmp_path):
+    out = tmp_path / "m"
+    for part in ("2/2", "1/2"):  # the recorded options travel to pool workers
+        result = invoke(out, "--from-recipes", recipes, "--part", part, "--workers", "2", "--no-progress")
+        assert result.rc == 0 and "built part: 32 samples" in result.stdout, str(result)
+    assert not (out / "manifest.json").exists()
+    build(out, "--from-recipes", recipes, "--merge")
+    assert_same_dataset(out, tiny_dataset)
+
+
 def test_from_recipes_refuses_to_replace_another_dataset(recipes, tmp_path):
     other = tmp_path / "other"
     build(other, *TINY_ARGS, "--limit", "16")
