@@ -8,12 +8,16 @@ handling, without a Python start per call); one case runs the real entry point i
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import TINY_ARGS, TINY_COUNT, CliResult, assert_one_line_error, read_manifest_json, run_cli
+from conftest import (TINY_ARGS, TINY_COUNT, CliResult, assert_one_line_error, read_manifest_json, run_cli,
+                      start_cli)
 from test_shard_hashes import dataset_hashes
 
 ONE_WORKER = ["--workers", "1"]
@@ -132,15 +136,27 @@ def test_depth_scaled_placement_from_recipes_equals_the_direct_build(tmp_path):
 
 
 # ---- resume, complete, overwrite, foreign folders ----------------------------------------------------------
-def test_from_recipes_resumes_an_unfinished_materialisation(recipes, tiny_dataset, tmp_path):
+def test_from_recipes_killed_then_rerun_gives_the_direct_build(tmp_path):
+    args = [*TINY_ARGS, "--shard-size", "4"]  # 16 shards: a kill lands mid-build
+    build(tmp_path / "direct", *args)
+    build(tmp_path / "recipes", *args, "--store", "recipes")
     out = tmp_path / "m"
-    build(out, "--from-recipes", recipes, "--part", "1/2")  # half the shards, no manifest: an unfinished build
+    proc = start_cli("dm-build-lmdb", out, "--from-recipes", tmp_path / "recipes", "--workers", "1", "--no-progress")
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("shards/*.json")):
+            assert proc.poll() is None, f"the build ended before it could be killed: {proc.stderr.read()}"
+            assert time.monotonic() < deadline, "no shard was finished within 120 s"
+            time.sleep(0.005)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
     assert not (out / "manifest.json").exists() and (out / "build.json").exists()
     assert_one_line_error(run_stats(out), "did not finish")
-    result = build(out, "--from-recipes", recipes)
-    assert "2 shard(s) already done, resuming" in result.stderr
-    assert_same_dataset(out, tiny_dataset)
-    assert build(out, "--from-recipes", recipes).stderr.strip() == \
+    result = build(out, "--from-recipes", tmp_path / "recipes")
+    assert "already done, resuming" in result.stderr, str(result)
+    assert_same_dataset(out, tmp_path / "direct")
+    assert build(out, "--from-recipes", tmp_path / "recipes").stderr.strip() == \
         "dataset is already complete with these options; nothing to do (--overwrite rebuilds it)"
 
 
