@@ -1,4 +1,5 @@
-"""`dm-build-lmdb` and `dm-stats`: thin click wrappers over pipeline.build_dataset and pipeline.report."""
+"""`dm-build-lmdb` and `dm-stats`: thin click wrappers over pipeline.build_dataset (recipe_build.build_recipes,
+materialise.materialise_recipes) and pipeline.report."""
 from __future__ import annotations
 
 import json

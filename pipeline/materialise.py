@@ -50,7 +50,10 @@ class RecordedOptions(BuildOptions):
 def recorded_options(manifest: dict[str, Any], path: Path, output: Path, **run: Any) -> RecordedOptions:
     """The options of a recipe manifest's build.content, with the run options `run` (workers, part,
     merge_only, overwrite, max_shard_size_mb)."""
-    content = {k: v for k, v in manifest["build"]["content"].items() if k != "store"}
+    recorded = manifest["build"].get("content") if isinstance(manifest["build"], dict) else None
+    if not isinstance(recorded, dict):
+        raise DepthmaskError(f"{path}: key build.content is missing")
+    content = {k: v for k, v in recorded.items() if k != "store"}
     for key in CONTENT_FIELDS:
         if key not in content:
             raise DepthmaskError(f"{path}: key build.content.{key} is missing")

@@ -4,7 +4,7 @@ depth maps, a depth model in composite mode); resume, lock, --overwrite and fore
 materialised build; every refusal one line, leaving nothing behind.
 
 The commands run in this process through click's test runner (the same command object and one-line error
-handling, without a Python start per call); one case runs the real entry point in a subprocess."""
+handling, without a Python start per call); a few cases run the real entry points in a subprocess."""
 from __future__ import annotations
 
 import json
