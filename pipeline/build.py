@@ -31,7 +31,7 @@ from .folder import BuildLock, free_bytes, prepare_output_folder, remove_part_lo
 from .format import (BACKGROUNDS_NAME, BUILD_STATE_NAME, FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, SHARDS_DIR,
                      pack_record, remove_stale_json_tmp, shard_path, shard_sidecar_path, write_json_atomic)
 from .manifest import merge_manifest
-from .plan import SamplePlan, empty_val_reason, plan_split
+from .plan import SamplePlan, Split, empty_val_reason, plan_split
 from .resume import (existing_dataset, record_build_state, refuse_foreign_folder, shard_ranges,  # noqa: F401
                      shards_in_part, shards_to_build)  # (shard_ranges re-exported for recipe_build)
 from .shards import ShardWriter, remove_stale_tmp
@@ -75,6 +75,16 @@ def assets_for_build(options: BuildOptions, *, progress: bool = False, log: Call
 
 def sample_plan(options: BuildOptions, n_backgrounds: int, n_foregrounds: int) -> SamplePlan:
     return SamplePlan(n_backgrounds, n_foregrounds, options.resolved_positions, options.flip, options.limit)
+
+
+def split_of_plan(options: BuildOptions, plan: SamplePlan, log: Callable[[str], None]) -> Split:
+    """The plan's split; an empty val split is a warning (dm-train needs one), not an error."""
+    split = plan_split(plan, options.val_fraction, options.seed)
+    reason = empty_val_reason(plan, split, options.val_fraction)
+    if reason:
+        log(f"warning: the val split is empty ({reason}); dm-train needs one: build more samples "
+            "(--limit, --backgrounds, --foregrounds) or a larger --val-fraction")
+    return split
 
 
 # ---- backgrounds: rendered, encoded and summed in worker processes -------------------------------
@@ -200,11 +210,7 @@ def build_dataset(options: BuildOptions, *, progress: bool = True,
             assets = assets_of_plan()
         plan = sample_plan(options, available_backgrounds[0], len(assets.foregrounds))
         assert plan.used_backgrounds == len(assets.backgrounds)
-        split = plan_split(plan, options.val_fraction, options.seed)
-        reason = empty_val_reason(plan, split, options.val_fraction)
-        if reason:
-            log(f"warning: the val split is empty ({reason}); dm-train needs one: build more samples "
-                "(--limit, --backgrounds, --foregrounds) or a larger --val-fraction")
+        split = split_of_plan(options, plan, log)
         asset_description = assets.describe()
         with cleaned_on_storage_error(root, [root / BUILD_STATE_NAME]):
             (root / SHARDS_DIR).mkdir(exist_ok=True)

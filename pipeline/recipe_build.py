@@ -27,7 +27,7 @@ from .format import (BACKGROUNDS_NAME, BUILD_STATE_NAME, FORMAT_NAME, MANIFEST_N
                      read_json, remove_stale_json_tmp, shard_sidecar_path, write_json_atomic)
 from .manifest import file_entry, split_stats
 from .options import BuildOptions, validate_options
-from .plan import SPLIT_NAMES, SPLIT_RULE, SamplePlan, Split, empty_val_reason, manifest_counts, plan_split
+from .plan import SPLIT_NAMES, SPLIT_RULE, SamplePlan, Split, manifest_counts
 from .procs import wait_for_tasks, worker_context
 from .recipe_codecs import BACKGROUND_PIXELS_CODEC, FOREGROUND_CODEC
 from .recipes import (BACKGROUND_PIXELS_NAME, FOREGROUNDS_NAME, RECIPE_FORMAT_VERSION, RECIPE_KIND, RecipeStore)
@@ -216,7 +216,8 @@ def write_asset_files(root: Path, assets: AssetSet, stored: list[Any]) -> None:
 def build_recipes(options: BuildOptions, *, progress: bool = True,
                   log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)):
     """Build (or resume) the recipe dataset of `options` into options.output; returns a BuildSummary."""
-    from .build import ALREADY_COMPLETE, BackgroundPass, BuildSummary, assets_for_build, sample_plan, shard_ranges
+    from .build import (ALREADY_COMPLETE, BackgroundPass, BuildSummary, assets_for_build, sample_plan, shard_ranges,
+                        split_of_plan)
     from .codecs import default_codecs
 
     validate_recipe_options(options)
@@ -240,11 +241,7 @@ def build_recipes(options: BuildOptions, *, progress: bool = True,
                                 notes=[ALREADY_COMPLETE])
         assets = assets_for_build(options, progress=progress, log=log, plan_backgrounds=plan_backgrounds, render=renderer)
         plan = sample_plan(options, counts[0], len(assets.foregrounds))
-        split = plan_split(plan, options.val_fraction, options.seed)
-        reason = empty_val_reason(plan, split, options.val_fraction)
-        if reason:
-            log(f"warning: the val split is empty ({reason}); dm-train needs one: build more samples "
-                "(--limit, --backgrounds, --foregrounds) or a larger --val-fraction")
+        split = split_of_plan(options, plan, log)
         description = assets.describe()
         stored = renderer.stored_for(assets)
         try:
