@@ -21,23 +21,23 @@ import numpy as np
 
 from .assets import (DEFAULT_PROCEDURAL_BACKGROUNDS, DEFAULT_PROCEDURAL_FOREGROUNDS, AssetSet, RenderedBackground,
                      procedural_background)
-from .assets import load_assets as load_asset_set
+from .assets import load_assets
 from .codecs import FieldCodecs, default_codecs
 from .errors import DepthmaskError
 from .options import DEFAULT_SHARD_SIZE, DEFAULT_SIZE, BuildOptions, validate_options  # noqa: F401 - re-exported
 from .procs import wait_for_tasks, watch_parent, worker_context
 from .shard_worker import ShardContext, build_shard_reporting, build_shard_task, init_worker
-from .folder import (BuildLock, foreign_entries, free_bytes, prepare_output_folder, remove_dataset, remove_part_locks,
-                     storage_error)
+from .folder import BuildLock, free_bytes, prepare_output_folder, remove_part_locks, storage_error
 from .format import (BACKGROUNDS_NAME, BUILD_STATE_NAME, FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, SHARDS_DIR,
-                     encode_key, pack_record, read_json, remove_stale_json_tmp, shard_path,
-                     shard_sidecar_path, write_json_atomic)
-from .plan import SPLIT_NAMES, SPLIT_RULE, SamplePlan, empty_val_reason, manifest_counts, plan_split
-from .shards import (ShardHasher, ShardWriter, close_readonly, iterate_records, remove_lmdb_file,
-                     remove_stale_tmp)
-from .version import __version__
-from .stats import ChannelSums, StatsAccumulator, image_sums, summarise
+                     pack_record, remove_stale_json_tmp, shard_path, shard_sidecar_path, write_json_atomic)
+from .manifest import merge_manifest
+from .plan import SamplePlan, Split, empty_val_reason, plan_split
+from .resume import (existing_dataset, record_build_state, refuse_foreign_folder, shard_ranges,  # noqa: F401
+                     shards_in_part, shards_to_build)  # (shard_ranges re-exported for recipe_build)
+from .shards import ShardWriter, remove_stale_tmp
+from .stats import ChannelSums
 
+ALREADY_COMPLETE = "dataset is already complete with these options; nothing to do (--overwrite rebuilds it)"
 
 
 @dataclass
@@ -61,20 +61,30 @@ class BuildSummary:
         return self.built_samples / self.seconds if self.seconds > 0 else 0.0
 
 
-def load_assets(options: BuildOptions, *, progress: bool = False, log: Callable[[str], None] = lambda m: None,
-                plan_backgrounds: Callable[[int, int], int] | None = None,
-                render: Callable[[int], list[RenderedBackground]] | None = None) -> AssetSet:
-    """The assets of a build; `plan_backgrounds` (default: the plan's rule without resource checks)
-    decides how many backgrounds are used, `render` where procedural ones are rendered."""
-    return load_asset_set(options.inputs, options.backgrounds, options.foregrounds, seed=options.seed,
-                          size=options.size, log=log, progress=progress,
-                          plan_backgrounds=plan_backgrounds or (lambda available, n_fg:
-                                                                sample_plan(options, available, n_fg).used_backgrounds),
-                          render=render)
+def assets_for_build(options: BuildOptions, *, progress: bool = False, log: Callable[[str], None] = lambda m: None,
+                     plan_backgrounds: Callable[[int, int], int] | None = None,
+                     render: Callable[[int], list[RenderedBackground]] | None = None) -> AssetSet:
+    """assets.load_assets with a build's options: `plan_backgrounds` (default: the plan's rule without
+    resource checks) decides how many backgrounds are used, `render` where procedural ones are rendered."""
+    return load_assets(options.inputs, options.backgrounds, options.foregrounds, seed=options.seed,
+                       size=options.size, log=log, progress=progress,
+                       plan_backgrounds=plan_backgrounds or (lambda available, n_fg:
+                                                             sample_plan(options, available, n_fg).used_backgrounds),
+                       render=render)
 
 
 def sample_plan(options: BuildOptions, n_backgrounds: int, n_foregrounds: int) -> SamplePlan:
     return SamplePlan(n_backgrounds, n_foregrounds, options.resolved_positions, options.flip, options.limit)
+
+
+def split_of_plan(options: BuildOptions, plan: SamplePlan, log: Callable[[str], None]) -> Split:
+    """The plan's split; an empty val split is a warning (dm-train needs one), not an error."""
+    split = plan_split(plan, options.val_fraction, options.seed)
+    reason = empty_val_reason(plan, split, options.val_fraction)
+    if reason:
+        log(f"warning: the val split is empty ({reason}); dm-train needs one: build more samples "
+            "(--limit, --backgrounds, --foregrounds) or a larger --val-fraction")
+    return split
 
 
 # ---- backgrounds: rendered, encoded and summed in worker processes -------------------------------
@@ -94,10 +104,7 @@ class StoredBackground:
 
 def encode_background(codecs: FieldCodecs, image: np.ndarray, depth: np.ndarray) -> StoredBackground:
     data = codecs.fg_bg.encode(image)
-    s, q = image_sums(codecs.fg_bg.decode(data))
-    sums = ChannelSums(3)
-    sums.add(s, q, image.shape[0] * image.shape[1])
-    return StoredBackground(data, codecs.background_depth.encode(depth), sums)
+    return StoredBackground(data, codecs.background_depth.encode(depth), ChannelSums.of_image(codecs.fg_bg.decode(data)))
 
 
 _RENDER_CODECS: FieldCodecs | None = None
@@ -159,17 +166,13 @@ class BackgroundPass:
         return out
 
 
-def shard_ranges(count: int, shard_size: int) -> list[tuple[int, int]]:
-    return [(start, min(start + shard_size, count)) for start in range(0, count, shard_size)]
-
-
 # ---- the parent side -----------------------------------------------------------------------------
 def build_dataset(options: BuildOptions, *, progress: bool = True,
                   log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
                   assets_from: Callable[[Callable[[int, int], int]], AssetSet] | None = None) -> BuildSummary:
     """Build (or resume, or finish merging) the dataset described by `options` into options.output.
     `assets_from(plan_backgrounds)` gives the assets instead of rendering them or reading the user's
-    folders (materialise.py: a recipe dataset's stored assets); it calls plan_backgrounds as load_assets does."""
+    folders (materialise.py: a recipe dataset's stored assets); it calls plan_backgrounds as assets_for_build does."""
     validate_options(options)
     started = time.perf_counter()
     output = Path(options.output)
@@ -187,7 +190,8 @@ def build_dataset(options: BuildOptions, *, progress: bool = True,
     def assets_of_plan() -> AssetSet:
         if assets_from is not None:
             return assets_from(plan_backgrounds)
-        return load_assets(options, progress=progress, log=log, plan_backgrounds=plan_backgrounds, render=renderer)
+        return assets_for_build(options, progress=progress, log=log, plan_backgrounds=plan_backgrounds,
+                                render=renderer)
 
     if options.uses_folders:
         # the user's files are read and checked before anything is written: a bad input leaves no trace
@@ -197,38 +201,37 @@ def build_dataset(options: BuildOptions, *, progress: bool = True,
                          options.foregrounds or DEFAULT_PROCEDURAL_FOREGROUNDS)
         assets = None
     root = prepare_output_folder(output)
-    _refuse_foreign_folder(root)
+    refuse_foreign_folder(root)
     lock = BuildLock(root, options.part)
     with lock:
-        existing = _check_existing(root, options, None if assets is None else assets.describe())
+        existing = existing_dataset(root, options.content(), overwrite=options.overwrite,
+                                    assets=None if assets is None else assets.describe())
         if existing is not None:
             if options.part is None:
                 lock.release(remove=True)
-            return existing
+            return BuildSummary(root, True, existing["sample_count"], len(existing["shards"]), 0, 0.0,
+                                existing["sizes"]["total_on_disk"], notes=[ALREADY_COMPLETE])
         if assets is None:
             assets = assets_of_plan()
         plan = sample_plan(options, available_backgrounds[0], len(assets.foregrounds))
         assert plan.used_backgrounds == len(assets.backgrounds)
-        split = plan_split(plan, options.val_fraction, options.seed)
-        reason = empty_val_reason(plan, split, options.val_fraction)
-        if reason:
-            log(f"warning: the val split is empty ({reason}); dm-train needs one: build more samples "
-                "(--limit, --backgrounds, --foregrounds) or a larger --val-fraction")
+        split = split_of_plan(options, plan, log)
         asset_description = assets.describe()
         with cleaned_on_storage_error(root, [root / BUILD_STATE_NAME]):
             (root / SHARDS_DIR).mkdir(exist_ok=True)
             if options.part is None:  # alone in the folder: leftovers of killed runs can go
                 remove_stale_tmp(root / BACKGROUNDS_NAME)
-            _record_build_state(root, options, asset_description)
+            record_build_state(root, {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+                                      "content": options.content(), "assets": asset_description})
             bg_sums = _write_backgrounds(root, assets, renderer.stored_for(assets))
         ranges = shard_ranges(plan.count, options.shard_size)
-        todo = _shards_to_build(root, ranges, options)
+        todo = shards_to_build(root, ranges, options.content(), options.part, options.merge_only)
         if options.merge_only and todo:
             missing = ", ".join(str(s) for s, _, _ in todo[:8]) + (" ..." if len(todo) > 8 else "")
             raise DepthmaskError(f"{root}: cannot merge, {len(todo)} shard(s) not built yet: {missing}")
         context = ShardContext(root, options, plan, assets, split, codecs, bg_sums, progress=None)
         built = sum(stop - start for _, start, stop in todo)
-        already = len(_shards_in_part(ranges, options)) - len(todo)
+        already = len(shards_in_part(ranges, options.part)) - len(todo)
         if todo:
             log(f"building {built:,} samples in {len(todo)} shard(s) into {root}"
                 + (f" (part {options.part[0]}/{options.part[1]})" if options.part else "")
@@ -242,11 +245,11 @@ def build_dataset(options: BuildOptions, *, progress: bool = True,
                 raise
         if options.part is not None:
             seconds = time.perf_counter() - started
-            return BuildSummary(root, False, plan.count, len(_shards_in_part(ranges, options)), built, seconds,
+            return BuildSummary(root, False, plan.count, len(shards_in_part(ranges, options.part)), built, seconds,
                                 _folder_bytes(root), part=options.part,
                                 notes=[f"part {options.part[0]}/{options.part[1]} done; when every part is done, "
                                        f"run the same command with --merge instead of --part to write the manifest"])
-        manifest = _merge_manifest(root, options, plan, split, codecs, assets, asset_description, ranges)
+        manifest = merge_manifest(root, options, plan, split, codecs, assets, asset_description, ranges)
         with cleaned_on_storage_error(root, [root / MANIFEST_NAME]):
             write_json_atomic(root / MANIFEST_NAME, manifest)
         (root / BUILD_STATE_NAME).unlink(missing_ok=True)
@@ -333,79 +336,6 @@ def available_memory() -> int | None:
     return None
 
 
-def _refuse_foreign_folder(root: Path) -> None:
-    """Checked before anything is written: a folder holding other files is left exactly as it is."""
-    if (root / MANIFEST_NAME).exists() or (root / BUILD_STATE_NAME).exists():
-        return
-    foreign = foreign_entries(root)
-    if foreign:
-        raise DepthmaskError(f"{root}: folder is not empty and is not a depthmask dataset "
-                             f"({', '.join(foreign[:5])}); choose an empty or new folder")
-
-
-def _check_existing(root: Path, options: BuildOptions, assets: dict[str, Any] | None = None) -> BuildSummary | None:
-    """Refuse to clobber; report a finished dataset; check a resumed build repeats its options (and,
-    for the user's folders, `assets`: the names and hashes of the files it read)."""
-    manifest_path = root / MANIFEST_NAME
-    state_path = root / BUILD_STATE_NAME
-    if options.overwrite and (manifest_path.exists() or state_path.exists()):
-        remove_dataset(root)  # exactly what a build writes; refused when anything else is there
-        return None
-    if manifest_path.exists():
-        manifest = read_json(manifest_path, "manifest")
-        if manifest.get("build", {}).get("content") == options.content() and (
-                assets is None or manifest.get("assets") == assets):
-            return BuildSummary(root, True, manifest["sample_count"], len(manifest["shards"]), 0, 0.0,
-                                manifest["sizes"]["total_on_disk"],
-                                notes=["dataset is already complete with these options; nothing to do "
-                                       "(--overwrite rebuilds it)"])
-        what = "other options" if manifest.get("build", {}).get("content") != options.content() else (
-            f"other files ({_changed_assets(manifest.get('assets', {}), assets)} changed)")
-        raise DepthmaskError(f"{root}: already holds a complete dataset built with {what}; "
-                             "pass --overwrite to replace it, or choose another folder")
-    if state_path.exists():
-        state = read_json(state_path, "build state")
-        if state.get("content") != options.content():
-            diffs = _describe_differences(state.get("content", {}), options.content())
-            raise DepthmaskError(f"{root}: holds an interrupted build with other options ({diffs}); rerun it with "
-                                 "the same options to resume, or pass --overwrite to start over")
-        return None
-    return None
-
-
-def _describe_differences(old: dict[str, Any], new: dict[str, Any]) -> str:
-    keys = sorted(set(old) | set(new))
-    return ", ".join(f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k))
-
-
-def _record_build_state(root: Path, options: BuildOptions, assets: dict[str, Any]) -> None:
-    """build.json: the content options and asset hashes of a build in progress, for resume checks."""
-    path = root / BUILD_STATE_NAME
-    state = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "content": options.content(),
-             "assets": assets}
-    if path.exists():
-        old = read_json(path, "build state")
-        if old.get("assets") != assets:
-            changed = _changed_assets(old.get("assets", {}), assets)
-            raise DepthmaskError(f"{root}: the assets changed since this build started ({changed}); "
-                                 "pass --overwrite to rebuild from scratch")
-        return
-    write_json_atomic(path, state)
-
-
-def _changed_assets(old: dict[str, Any], new: dict[str, Any]) -> str:
-    changed = []
-    for kind in ("backgrounds", "foregrounds"):
-        for a, b in zip(old.get(kind, []), new.get(kind, [])):
-            if a != b:
-                changed.append(b.get("name", "?"))
-        if len(old.get(kind, [])) != len(new.get(kind, [])):
-            changed.append(f"{kind} count")
-    if old.get("source") != new.get("source"):
-        changed.append("source")
-    return ", ".join(changed[:5]) or "unknown"
-
-
 def _write_backgrounds(root: Path, assets: AssetSet, stored: list[StoredBackground]) -> list[ChannelSums]:
     """Store every background of the plan once (JPEG as fg_bg, plus its depth); return exact sums of
     the decoded stored images, which every sample's `bg` statistics are made of."""
@@ -419,34 +349,6 @@ def _write_backgrounds(root: Path, assets: AssetSet, stored: list[StoredBackgrou
                                            "name": assets.background_names[i],
                                            "ground_top": assets.ground_tops[i]}))
     return [background.sums for background in stored]
-
-
-def _shards_in_part(ranges: list[tuple[int, int]], options: BuildOptions) -> list[tuple[int, int, int]]:
-    shards = [(i, start, stop) for i, (start, stop) in enumerate(ranges)]
-    if options.part is None:
-        return shards
-    k, n = options.part
-    return [s for s in shards if s[0] % n == k - 1]
-
-
-def _shards_to_build(root: Path, ranges: list[tuple[int, int]], options: BuildOptions) -> list[tuple[int, int, int]]:
-    """Shards of this part without a finished file + sidecar; leftovers of killed runs are removed."""
-    todo = []
-    for shard_id, start, stop in _shards_in_part(ranges, options):
-        final = shard_path(root, shard_id)
-        sidecar = shard_sidecar_path(root, shard_id)
-        if final.exists() and sidecar.exists():
-            entry = read_json(sidecar, "shard sidecar")
-            if entry.get("content") == options.content() and (entry.get("start"), entry.get("stop")) == (start, stop) \
-                    and set(entry.get("split_counts", {})) == set(SPLIT_NAMES):  # (not a sidecar of older splits)
-                continue
-        if not options.merge_only:
-            remove_stale_tmp(final)
-            remove_lmdb_file(final)
-            sidecar.unlink(missing_ok=True)
-            remove_stale_json_tmp(sidecar)  # a worker killed while writing it
-        todo.append((shard_id, start, stop))
-    return todo
 
 
 def _run_shards(context: ShardContext, todo: list[tuple[int, int, int]], options: BuildOptions,
@@ -506,58 +408,6 @@ def _run_pool(context: ShardContext, todo: list[tuple[int, int, int]], workers: 
         wait_for_tasks(pool, [pool.submit(build_shard_task, *task) for task in todo], context.root,
                        on_tick=show_progress)
     bar.update(counter.value - shown[0])
-
-
-def _merge_manifest(root: Path, options: BuildOptions, plan: SamplePlan, split: Any, codecs: FieldCodecs,
-                    assets: AssetSet, asset_description: dict[str, Any],
-                    ranges: list[tuple[int, int]]) -> dict[str, Any]:
-    """Gather every shard's sidecar (exact sums, hashes, counts) into the one manifest."""
-    acc = StatsAccumulator()
-    shards, field_bytes = [], {"fg_bg": 0, "mask": 0, "depth": 0}
-    split_counts = {name: 0 for name in SPLIT_NAMES}
-    for shard_id, (start, stop) in enumerate(ranges):
-        entry = read_json(shard_sidecar_path(root, shard_id), "shard sidecar")
-        acc.merge(StatsAccumulator.from_json(entry["stats"]))
-        for k in field_bytes:
-            field_bytes[k] += entry["field_bytes"][k]
-        for k in split_counts:
-            split_counts[k] += entry["split_counts"][k]
-        shards.append({k: entry[k] for k in ("path", "start", "stop", "records", "sha256", "bytes")})
-    hasher = ShardHasher()
-    for index, value in iterate_records(root / BACKGROUNDS_NAME):
-        hasher.update(encode_key(index), value)
-    close_readonly(root / BACKGROUNDS_NAME)
-    bg_bytes = (root / BACKGROUNDS_NAME).stat().st_size
-    shard_bytes = sum(s["bytes"] for s in shards)
-    stats = {"all": summarise(acc.total())}
-    for name in SPLIT_NAMES:
-        if split_counts[name]:
-            stats[name] = summarise(acc.total((name,)))
-    return {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "created_by": f"depthmask {__version__}",
-        "sample_count": plan.count,
-        "image_size": [options.size, options.size],
-        "fields": codecs.describe(),
-        "depth": assets.depth,
-        "plan": {"backgrounds": plan.n_backgrounds, "foregrounds": plan.n_foregrounds,
-                 "positions": plan.positions, "flip": plan.flip, "limit": plan.limit,
-                 "index_order": "index = ((bg * foregrounds + fg) * positions + position) * variants + flip; "
-                                "variants = 2 with flip, else 1",
-                 "placement": "x, y from SplitMix64(seed, index // variants); flipped twins share the placement"},
-        "split": {"val_backgrounds": list(split.val_backgrounds), "val_foregrounds": list(split.val_foregrounds),
-                  "counts": manifest_counts(split_counts),
-                  "rule": SPLIT_RULE},
-        "build": {"content": options.content(), "seed": options.seed, "shard_size": options.shard_size},
-        "assets": asset_description,
-        "backgrounds": {"path": BACKGROUNDS_NAME, "records": len(assets.backgrounds), "sha256": hasher.hexdigest(),
-                        "bytes": bg_bytes},
-        "shards": shards,
-        "stats": stats,
-        "sizes": {"fg_bg": field_bytes["fg_bg"], "mask": field_bytes["mask"], "depth": field_bytes["depth"],
-                  "backgrounds_file": bg_bytes, "shards": shard_bytes, "total_on_disk": shard_bytes + bg_bytes},
-    }
 
 
 def _folder_bytes(root: Path) -> int:

@@ -12,12 +12,13 @@ from click.core import ParameterSource
 
 from .assets import DEPTH_MODES, UserInputs
 from .build import build_dataset
-from .options import DEFAULT_SHARD_SIZE, BuildOptions
+from .options import DEFAULT_SHARD_SIZE, DEFAULT_SIZE, BuildOptions
 from .depth_model import DEVICES, IMAGENET_MEAN, IMAGENET_STD, DepthModelSpec
 from .cli_support import OneLineCommand, user_errors
-from .codecs import DEFAULT_JPEG_QUALITY
+from .codecs import DEFAULT_JPEG_QUALITY, DEPTH_STORAGE
 from .errors import DepthmaskError
 from .format import MANIFEST_NAME
+from .images import DEPTH_KINDS
 from .materialise import materialise_recipes
 from .placement import PLACEMENTS
 from .recipe_build import STORES, build_recipes
@@ -90,7 +91,7 @@ def _triple(values: tuple[float, ...]) -> str:
 @click.option("--bg-depth", type=click.Path(path_type=Path), default=None,
               help="Folder of precomputed depth maps, one per --bg image (same relative name): 8/16-bit or float "
                    "PNG/TIFF, or .npy.")
-@click.option("--bg-depth-kind", type=click.Choice(["depth", "inverse"]), default="depth",
+@click.option("--bg-depth-kind", type=click.Choice(list(DEPTH_KINDS)), default="depth",
               help="What --bg-depth maps hold: depth (grows with distance) or inverse depth (disparity, MiDaS).")
 @click.option("--depth-far", type=float, default=None,
               help="Depth (after inverting inverse maps) that becomes 1.0; nearer is scaled linearly.  "
@@ -103,7 +104,7 @@ def _triple(values: tuple[float, ...]) -> str:
 @click.option("--depth-model-input-size", type=int, default=256, help="Side of the square image the model is fed.")
 @click.option("--depth-model-mean", default=_triple(IMAGENET_MEAN), help="Model input normalisation: mean R,G,B on [0, 1].")
 @click.option("--depth-model-std", default=_triple(IMAGENET_STD), help="Model input normalisation: std R,G,B on [0, 1].")
-@click.option("--depth-model-output", type=click.Choice(["inverse", "depth"]), default="inverse",
+@click.option("--depth-model-output", type=click.Choice(list(reversed(DEPTH_KINDS))), default="inverse",  # (listed inverse first)
               help="What the model returns: inverse depth (MiDaS-like) or depth.")
 @click.option("--depth-batch-size", type=int, default=16, help="Images per depth-model batch.")
 @click.option("--depth-device", type=click.Choice(list(DEVICES)), default="auto",
@@ -116,12 +117,12 @@ def _triple(values: tuple[float, ...]) -> str:
               help="Placements per background x foreground pair.  [default: 2 on procedural backgrounds, 20 with --bg]")
 @click.option("--flip/--no-flip", default=True, help="Also store every placement with the foreground mirrored.")
 @click.option("--limit", type=int, default=None, help="Keep only the first N samples of the plan (index order).  [default: all]")
-@click.option("--size", type=int, default=224, help="Width and height of every image, in pixels.")
+@click.option("--size", type=int, default=DEFAULT_SIZE, help="Width and height of every image, in pixels.")
 @click.option("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="Samples per LMDB shard (the unit of resume).")
 @click.option("--val-fraction", type=float, default=0.1,
               help="Fraction of backgrounds and of foregrounds held out for validation.")
 @click.option("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY, help="JPEG quality of fg_bg and bg images.")
-@click.option("--depth-storage", type=click.Choice(["delta", "full"]), default=None,
+@click.option("--depth-storage", type=click.Choice(list(DEPTH_STORAGE)), default=None,
               help="delta: each depth PNG covers the object's box and holds only what differs from its "
                    "background's depth (stored once), ~0.2 KB; full: a complete depth PNG per sample, ~7 KB more.  "
                    "[default: delta; full with --depth-mode per-sample]")

@@ -166,13 +166,20 @@ class Png16Codec:
     def describe(self) -> dict[str, Any]:
         out = {"codec": "png", "bit_depth": 16, "channels": 1, "dtype": "uint16"}
         if self.background_relative:
-            out["transform"] = "background_relative_box"
+            out["transform"] = BACKGROUND_RELATIVE_BOX
             out["reconstruct"] = ("depth = copy of backgrounds[record.bg].depth; the PNG covers the box at "
                                   "(record.x, record.y); where its value is not 0 it replaces the depth")
         return out
 
 
-DEPTH_STORAGE = ("delta", "full")
+# How a sample's depth is stored has three names, one per layer. This is the one place that says how
+# they map (the CLI's choice list and the options' check are built from DEPTH_STORAGE):
+#   --depth-storage (CLI, BuildOptions,   Png16Codec               manifest fields.depth
+#   build.content.depth_storage)          .background_relative     .transform
+#   delta                                 True                     "background_relative_box"
+#   full                                  False                    (absent)
+BACKGROUND_RELATIVE_BOX = "background_relative_box"
+DEPTH_STORAGE: dict[str, str | None] = {"delta": BACKGROUND_RELATIVE_BOX, "full": None}  # CLI word -> transform
 
 
 @dataclass(frozen=True)
@@ -190,7 +197,7 @@ class FieldCodecs:
 
 def default_codecs(jpeg_quality: int = DEFAULT_JPEG_QUALITY, depth_storage: str = "delta") -> FieldCodecs:
     return FieldCodecs(fg_bg=JpegCodec(jpeg_quality), mask=BilevelPngCodec(),
-                       depth=Png16Codec(background_relative=depth_storage == "delta"))
+                       depth=Png16Codec(background_relative=DEPTH_STORAGE.get(depth_storage) is not None))
 
 
 def codecs_from_manifest(description: dict[str, Any]) -> FieldCodecs:
@@ -198,5 +205,5 @@ def codecs_from_manifest(description: dict[str, Any]) -> FieldCodecs:
     return FieldCodecs(
         fg_bg=JpegCodec(int(description["fg_bg"].get("quality", DEFAULT_JPEG_QUALITY))),
         mask=BilevelPngCodec(),
-        depth=Png16Codec(background_relative=description["depth"].get("transform") == "background_relative_box"),
+        depth=Png16Codec(background_relative=description["depth"].get("transform") == BACKGROUND_RELATIVE_BOX),
     )

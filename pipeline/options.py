@@ -102,7 +102,7 @@ def validate_options(options: BuildOptions) -> None:
         ("--jpeg-quality", options.jpeg_quality, count(options.jpeg_quality) and options.jpeg_quality <= 100,
          "a whole number from 1 to 100"),
         ("--depth-storage", options.depth_storage, options.depth_storage is None or options.depth_storage in DEPTH_STORAGE,
-         "delta or full"),
+         " or ".join(DEPTH_STORAGE)),
         ("--workers", options.workers, isinstance(options.workers, int) and options.workers >= 0,
          "a whole number >= 1 (or 0 for all cores)"),
         ("--max-shard-size-mb", options.max_shard_size_mb, count(options.max_shard_size_mb), "a whole number >= 1"),

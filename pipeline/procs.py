@@ -67,7 +67,18 @@ def wait_for_tasks(pool, futures, root, on_result=lambda result: None, on_tick=l
     except BaseException:
         for future in pending:
             future.cancel()
-        # Python 3.11's ProcessPoolExecutor has no public way to stop its workers (3.14 adds one)
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.terminate()
+        stop_workers(pool)
         raise
+
+
+def stop_workers(pool) -> None:
+    """Terminate a ProcessPoolExecutor's workers now, running tasks included. shutdown(cancel_futures=True)
+    only cancels what has not started, and waits for the rest: a worker would go on writing its shard
+    beside the build that resumes it. Python 3.14 has the public terminate_workers(); before it (this
+    project runs on 3.11) the only way is the pool's own table of processes, `_processes`."""
+    terminate = getattr(pool, "terminate_workers", None)
+    if terminate is not None:
+        terminate()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()

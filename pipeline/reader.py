@@ -17,7 +17,8 @@ from .codecs import DecodeError, codecs_from_manifest
 from .errors import DepthmaskError
 from .format import (BACKGROUND_RECORD, MANIFEST_NAME, RecordError, encode_key, manifest_digest, manifest_identity,
                      read_manifest, unpack_record)
-from .plan import SPLIT_NAMES, SamplePlan, Split
+from .manifest import manifest_plan, manifest_split
+from .plan import SPLIT_NAMES, SamplePlan
 from .shards import open_checked, open_readonly
 
 
@@ -154,8 +155,7 @@ class DatasetReader:
         return out
 
     def plan(self) -> SamplePlan:
-        p = self.manifest["plan"]
-        return SamplePlan(p["backgrounds"], p["foregrounds"], p["positions"], p["flip"], p["limit"])
+        return manifest_plan(self.manifest)
 
     def split_indices(self, name: str) -> np.ndarray:
         """Global sample indices of a split (one of SPLIT_NAMES, 'mixed' = unseen_bg + unseen_fg as format
@@ -166,7 +166,7 @@ class DatasetReader:
         if not set(wanted) <= set(SPLIT_NAMES):
             raise DepthmaskError(f"--split: unknown split {name!r}; expected one of all, {', '.join(SPLIT_NAMES)}, "
                                  "mixed")
-        split = Split(tuple(self.manifest["split"]["val_backgrounds"]), tuple(self.manifest["split"]["val_foregrounds"]))
+        split = manifest_split(self.manifest)
         index = np.arange(len(self), dtype=np.int64)
         bg, fg, _, _ = self.plan().locate(index)
         return index[np.isin(split.assign(bg, fg), [SPLIT_NAMES.index(n) for n in wanted])]

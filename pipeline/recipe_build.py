@@ -22,18 +22,18 @@ import numpy as np
 from .assets import AssetSet
 from .compose import MASK_ON, divide_by_255_rounded, pasted_depth_sums
 from .errors import DepthmaskError
-from .folder import BuildLock, foreign_entries, prepare_output_folder, remove_dataset, storage_error
+from .folder import BuildLock, prepare_output_folder, storage_error
 from .format import (BACKGROUNDS_NAME, BUILD_STATE_NAME, FORMAT_NAME, MANIFEST_NAME, SHARDS_DIR, pack_record,
                      read_json, remove_stale_json_tmp, shard_sidecar_path, write_json_atomic)
+from .manifest import file_entry, split_stats
 from .options import BuildOptions, validate_options
-from .plan import SPLIT_NAMES, SPLIT_RULE, SamplePlan, Split, empty_val_reason, manifest_counts, plan_split
+from .plan import SPLIT_NAMES, SPLIT_RULE, SamplePlan, Split, manifest_counts
 from .procs import wait_for_tasks, worker_context
 from .recipe_codecs import BACKGROUND_PIXELS_CODEC, FOREGROUND_CODEC
-from .recipes import (BACKGROUND_PIXELS_NAME, FOREGROUNDS_NAME, RECIPE_FORMAT_VERSION, RECIPE_KIND, RecipeStore,
-                      is_recipe_manifest)
-from .shards import DEFAULT_MAP_SIZE, ShardWriter, iterate_records, ShardHasher, remove_stale_tmp, close_readonly
-from .format import encode_key
-from .stats import ChannelSums, StatsAccumulator, image_sums, summarise
+from .recipes import (BACKGROUND_PIXELS_NAME, FOREGROUNDS_NAME, RECIPE_FORMAT_VERSION, RECIPE_KIND, RecipeStore)
+from .resume import existing_dataset, record_build_state, refuse_foreign_folder
+from .shards import DEFAULT_MAP_SIZE, ShardWriter, remove_stale_tmp
+from .stats import ChannelSums, StatsAccumulator, image_sums
 
 STORES = ("samples", "recipes")
 PER_SAMPLE_REFUSAL = ("--store recipes: per-sample model depth (--depth-mode per-sample) is the model's output on "
@@ -202,14 +202,6 @@ def _write_file(root: Path, name: str, values: list[bytes]) -> None:
             writer.put(i, value)
 
 
-def _file_entry(root: Path, name: str) -> dict[str, Any]:
-    hasher = ShardHasher()
-    for index, value in iterate_records(root / name):
-        hasher.update(encode_key(index), value)
-    close_readonly(root / name)
-    return {"path": name, "records": hasher.records, "sha256": hasher.hexdigest(), "bytes": (root / name).stat().st_size}
-
-
 def write_asset_files(root: Path, assets: AssetSet, stored: list[Any]) -> None:
     """backgrounds.lmdb exactly as a materialised build writes it (the JPEG `bg` input and the depth),
     the lossless background images, and the foregrounds."""
@@ -224,61 +216,11 @@ def write_asset_files(root: Path, assets: AssetSet, stored: list[Any]) -> None:
 
 
 # ---- the parent side -------------------------------------------------------------------------------
-def _refuse_foreign_folder(root: Path) -> None:
-    """Checked before the lock is taken: a folder holding other files is left exactly as it is."""
-    if (root / MANIFEST_NAME).exists() or (root / BUILD_STATE_NAME).exists():
-        return
-    foreign = foreign_entries(root)
-    if foreign:
-        raise DepthmaskError(f"{root}: folder is not empty and is not a depthmask dataset "
-                             f"({', '.join(foreign[:5])}); choose an empty or new folder")
-
-
-def _check_existing(root: Path, content: dict[str, Any], overwrite: bool,
-                    assets: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """The manifest of a complete recipe dataset of these options (and, for the user's folders, of
-    these `assets`: nothing to do), None to build; a folder holding another dataset or an interrupted
-    build of other options is refused."""
-    manifest_path, state_path = root / MANIFEST_NAME, root / BUILD_STATE_NAME
-    if overwrite and (manifest_path.exists() or state_path.exists()):
-        remove_dataset(root)
-        return None
-    if manifest_path.exists():
-        manifest = read_json(manifest_path, "manifest")
-        same_content = manifest.get("build", {}).get("content") == content
-        if same_content and (assets is None or manifest.get("assets") == assets):
-            return manifest
-        what = ("materialised dataset (--store samples)" if not is_recipe_manifest(manifest) else
-                "recipe dataset built with other options" if not same_content else
-                "recipe dataset built from other files")
-        raise DepthmaskError(f"{root}: already holds a complete {what}; pass --overwrite to replace it, or choose "
-                             "another folder")
-    if state_path.exists():
-        state = read_json(state_path, "build state")
-        if state.get("content") != content:
-            old = state.get("content", {})
-            diffs = ", ".join(f"{k}: {old.get(k)!r} then, {content.get(k)!r} now" for k in sorted(set(old) | set(content))
-                              if old.get(k) != content.get(k))
-            raise DepthmaskError(f"{root}: holds an interrupted build with other options ({diffs}); rerun it with the "
-                                 "same options to resume, or pass --overwrite to start over")
-    return None
-
-
-def _record_state(root: Path, content: dict[str, Any], assets: dict[str, Any]) -> None:
-    path = root / BUILD_STATE_NAME
-    if path.exists():
-        if read_json(path, "build state").get("assets") != assets:
-            raise DepthmaskError(f"{root}: the assets changed since this build started; pass --overwrite to rebuild "
-                                 "from scratch")
-        return
-    write_json_atomic(path, {"format": FORMAT_NAME, "format_version": RECIPE_FORMAT_VERSION, "kind": RECIPE_KIND,
-                             "content": content, "assets": assets})
-
-
 def build_recipes(options: BuildOptions, *, progress: bool = True,
                   log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)):
     """Build (or resume) the recipe dataset of `options` into options.output; returns a BuildSummary."""
-    from .build import BackgroundPass, BuildSummary, load_assets, sample_plan, shard_ranges
+    from .build import (ALREADY_COMPLETE, BackgroundPass, BuildSummary, assets_for_build, sample_plan, shard_ranges,
+                        split_of_plan)
     from .codecs import default_codecs
 
     validate_recipe_options(options)
@@ -293,35 +235,33 @@ def build_recipes(options: BuildOptions, *, progress: bool = True,
         return sample_plan(options, available, n_foregrounds).used_backgrounds
 
     def assets_of_plan() -> AssetSet:
-        return load_assets(options, progress=progress, log=log, plan_backgrounds=plan_backgrounds, render=renderer)
+        return assets_for_build(options, progress=progress, log=log, plan_backgrounds=plan_backgrounds,
+                                render=renderer)
 
     # as for a materialised build: the user's files are read and checked before anything is written (a bad
     # input leaves no trace), a foreign folder is refused before the lock is taken
     assets = assets_of_plan() if options.uses_folders else None
     root = prepare_output_folder(Path(options.output))
-    _refuse_foreign_folder(root)
+    refuse_foreign_folder(root)
     with BuildLock(root) as lock:
-        existing = _check_existing(root, content, options.overwrite, None if assets is None else assets.describe())
+        existing = existing_dataset(root, content, overwrite=options.overwrite,
+                                    assets=None if assets is None else assets.describe())
         if existing is not None:
             lock.release(remove=True)
             return BuildSummary(root, True, existing["sample_count"], 0, 0, 0.0, existing["sizes"]["total_on_disk"],
-                                notes=["dataset is already complete with these options; nothing to do "
-                                       "(--overwrite rebuilds it)"])
+                                notes=[ALREADY_COMPLETE])
         if assets is None:
             assets = assets_of_plan()
         plan = sample_plan(options, counts[0], len(assets.foregrounds))
-        split = plan_split(plan, options.val_fraction, options.seed)
-        reason = empty_val_reason(plan, split, options.val_fraction)
-        if reason:
-            log(f"warning: the val split is empty ({reason}); dm-train needs one: build more samples "
-                "(--limit, --backgrounds, --foregrounds) or a larger --val-fraction")
+        split = split_of_plan(options, plan, log)
         description = assets.describe()
         stored = renderer.stored_for(assets)
         try:
             (root / SHARDS_DIR).mkdir(exist_ok=True)
             for name in (BACKGROUNDS_NAME, BACKGROUND_PIXELS_NAME, FOREGROUNDS_NAME):
                 remove_stale_tmp(root / name)
-            _record_state(root, content, description)
+            record_build_state(root, {"format": FORMAT_NAME, "format_version": RECIPE_FORMAT_VERSION,
+                                      "kind": RECIPE_KIND, "content": content, "assets": description})
             write_asset_files(root, assets, stored)
         except OSError as exc:
             raise storage_error(exc, root) from None
@@ -367,11 +307,8 @@ def recipe_manifest(root: Path, options: BuildOptions, plan: SamplePlan, split: 
         acc.merge(StatsAccumulator.from_json(entry["stats"]))
         for name in SPLIT_NAMES:
             split_counts[name] += entry["split_counts"][name]
-    stats = {"all": summarise(acc.total())}
-    for name in SPLIT_NAMES:
-        if split_counts[name]:
-            stats[name] = summarise(acc.total((name,)))
-    files = {name: _file_entry(root, name) for name in (BACKGROUNDS_NAME, BACKGROUND_PIXELS_NAME, FOREGROUNDS_NAME)}
+    stats = split_stats(acc, [name for name in SPLIT_NAMES if split_counts[name]])
+    files = {name: file_entry(root, name) for name in (BACKGROUNDS_NAME, BACKGROUND_PIXELS_NAME, FOREGROUNDS_NAME)}
     file_bytes = sum(f["bytes"] for f in files.values())
     return {
         "format": FORMAT_NAME,

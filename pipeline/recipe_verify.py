@@ -12,11 +12,12 @@ import lmdb
 
 from .errors import DepthmaskError
 from .format import encode_key, manifest_summary
-from .plan import SPLIT_NAMES, manifest_counts, plan_split
+from .manifest import stats_problems
+from .plan import manifest_counts, plan_split
 from .procs import worker_context
 from .recipes import ASSET_FILES, RecipeStore, read_recipe_manifest
 from .shards import ShardHasher, check_file_size, close_readonly, iterate_records
-from .stats import ChannelSums, StatsAccumulator, image_sums, summarise
+from .stats import ChannelSums, StatsAccumulator
 
 
 def describe_recipes(root: str | Path) -> dict[str, Any]:
@@ -76,12 +77,7 @@ def _chunk(root: str, start: int, stop: int) -> dict[str, Any]:
 
     cv2.setNumThreads(1)
     store = RecipeStore.open(root)
-    sums = []
-    for _, bg_input, _ in store.backgrounds:
-        s, q = image_sums(bg_input)
-        cs = ChannelSums(3)
-        cs.add(s, q, bg_input.shape[0] * bg_input.shape[1])
-        sums.append(cs)
+    sums = [ChannelSums.of_image(bg_input) for _, bg_input, _ in store.backgrounds]
     return chunk_stats(_StatsContext(store, sums), start, stop)
 
 
@@ -120,13 +116,5 @@ def verify_recipes(root: str | Path, *, workers: int = 1):
     for result in results:
         acc.merge(StatsAccumulator.from_json(result["stats"]))
     report.records = len(store)
-    recomputed = {"all": summarise(acc.total())}
-    for name in SPLIT_NAMES:
-        if name in manifest["stats"]:
-            recomputed[name] = summarise(acc.total((name,)))
-    for split_name, fields in recomputed.items():
-        for name, values in fields.items():
-            stored = manifest["stats"].get(split_name, {}).get(name, {})
-            if any(stored.get(k) != values[k] for k in ("exact_sums_stored_order", "mean", "std")):
-                report.problems.append(f"statistics of {name} ({split_name}) differ from the manifest")
+    report.problems += stats_problems(manifest, acc)
     return report

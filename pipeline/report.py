@@ -21,9 +21,10 @@ from .recipe_verify import describe_recipes, verify_recipes
 from .recipes import is_recipe_dataset
 from .format import (BACKGROUND_RECORD, RecordError, decode_key, manifest_summary, payload_crc32, read_manifest,
                      unpack_record)
+from .manifest import FIELD_BYTES, ShardTotals, manifest_plan, manifest_split, stats_problems
 from .plan import SPLIT_NAMES, SamplePlan, Split, manifest_counts
 from .shards import ShardHasher, check_file_size, close_readonly, open_readonly
-from .stats import ChannelSums, StatsAccumulator, image_sums, summarise
+from .stats import ChannelSums, StatsAccumulator
 
 _FIELD_LABELS = {"bg": "background", "fg_bg": "composite", "mask": "mask", "depth": "depth"}
 
@@ -163,9 +164,7 @@ def verify_dataset(root: str | Path, *, workers: int = 0,
     report.problems += bg_problems
     if bg_problems:
         return report
-    acc = StatsAccumulator()
-    field_bytes = {"fg_bg": 0, "mask": 0, "depth": 0}
-    split_counts = {name: 0 for name in SPLIT_NAMES}
+    totals = ShardTotals()
     tasks = [(root, manifest, entry, bg_sums) for entry in manifest["shards"] if entry["path"] not in damaged]
     for entry, result in _run_isolated(_verify_shard, tasks, workers or os.cpu_count() or 1):
         if result is None:
@@ -173,16 +172,12 @@ def verify_dataset(root: str | Path, *, workers: int = 0,
             continue
         report.records += result["records"]
         report.problems += result["problems"]
-        acc.merge(StatsAccumulator.from_json(result["stats"]))
-        for k in field_bytes:
-            field_bytes[k] += result["field_bytes"][k]
-        for k in split_counts:
-            split_counts[k] += result["split_counts"][k]
+        totals.add(result)
         if progress:
             progress(result["records"])
     if not report.problems:  # totals over every record: only meaningful when every record was read
-        report.problems += _compare_stats(manifest, acc)
-        report.problems += _compare_totals(manifest, field_bytes, split_counts)
+        report.problems += stats_problems(manifest, totals.acc)
+        report.problems += _compare_totals(manifest, totals)
     return report
 
 
@@ -196,10 +191,10 @@ def _differs(what: str, stored: Any, expected: Any) -> list[str]:
 def check_derived_fields(manifest: dict[str, Any]) -> list[str]:
     """Fields that follow from the build's options and the assets, recomputed: plan, counts, image size,
     split lists and counts, shard ranges and paths, codecs, depth semantics."""
-    from .build import shard_ranges
     from .codecs import default_codecs
     from .format import BACKGROUNDS_NAME, SHARDS_DIR, shard_name
     from .plan import plan_split
+    from .resume import shard_ranges
 
     content, plan_entry = manifest["build"]["content"], manifest["plan"]
     problems: list[str] = []
@@ -207,8 +202,7 @@ def check_derived_fields(manifest: dict[str, Any]) -> list[str]:
         for key in ("backgrounds", "foregrounds", "positions", "flip", "limit"):
             if content.get(key) is not None or key == "limit":
                 problems += _differs(f"plan.{key}", plan_entry[key], content.get(key))
-        plan = SamplePlan(plan_entry["backgrounds"], plan_entry["foregrounds"], plan_entry["positions"],
-                          plan_entry["flip"], plan_entry["limit"])
+        plan = manifest_plan(manifest)
         problems += _differs("backgrounds.records", manifest["backgrounds"]["records"], plan.used_backgrounds)
         problems += _differs("sample_count", manifest["sample_count"], plan.count)
         problems += _differs("image_size", manifest["image_size"], [content["size"], content["size"]])
@@ -253,14 +247,13 @@ def _check_depth_semantics(depth: dict[str, Any], content: dict[str, Any]) -> li
             + _differs("depth.kind", depth.get("kind"), "relative" if far is None else "scaled"))
 
 
-def _compare_totals(manifest: dict[str, Any], field_bytes: dict[str, int], split_counts: dict[str, int]) -> list[str]:
+def _compare_totals(manifest: dict[str, Any], totals: ShardTotals) -> list[str]:
     sizes = manifest["sizes"]
-    shard_bytes = sum(s["bytes"] for s in manifest["shards"])  # each checked against its file already
-    bg_bytes = manifest["backgrounds"]["bytes"]
-    expected = {**field_bytes, "backgrounds_file": bg_bytes, "shards": shard_bytes, "total_on_disk": shard_bytes + bg_bytes}
+    # (each shard's and the backgrounds file's bytes are checked against the file already)
+    expected = totals.sizes(manifest["shards"], manifest["backgrounds"]["bytes"])
     problems = [f"manifest.json: sizes.{k} is {sizes[k]:,}, the dataset holds {v:,}" for k, v in expected.items()
                 if sizes[k] != v]
-    split_counts = manifest_counts(split_counts)
+    split_counts = manifest_counts(totals.split_counts)
     if split_counts != manifest["split"]["counts"]:
         problems.append(f"manifest.json: split.counts is {manifest['split']['counts']}, the records give {split_counts}")
     return problems
@@ -288,10 +281,7 @@ def _background_sums(root: Path, manifest: dict[str, Any]) -> tuple[list[Channel
                 for label, array in (("image", image), ("depth", depth)):
                     if array.shape[:2] != (h, w):
                         problems.append(f"{where}: {label} is {array.shape[1]}x{array.shape[0]}, expected {w}x{h}")
-                s, q = image_sums(image)
-                cs = ChannelSums(3)
-                cs.add(s, q, h * w)
-                sums.append(cs)
+                sums.append(ChannelSums.of_image(image))
     except (lmdb.Error, DepthmaskError) as exc:
         return [], [f"{name}: unreadable: {exc}"]
     finally:
@@ -323,12 +313,10 @@ def _verify_shard(root: Path, manifest: dict[str, Any], entry: dict[str, Any],
     path = root / entry["path"]
     name = entry["path"]
     codecs = codecs_from_manifest(manifest["fields"])
-    p = manifest["plan"]
-    plan = SamplePlan(p["backgrounds"], p["foregrounds"], p["positions"], p["flip"], p["limit"])
-    split = Split(tuple(manifest["split"]["val_backgrounds"]), tuple(manifest["split"]["val_foregrounds"]))
+    plan, split = manifest_plan(manifest), manifest_split(manifest)
     h, w = manifest["image_size"]
     hasher, acc, problems = ShardHasher(), StatsAccumulator(), []
-    totals = {"field_bytes": {"fg_bg": 0, "mask": 0, "depth": 0}, "split_counts": {n: 0 for n in SPLIT_NAMES}}
+    totals = {"field_bytes": {name: 0 for name in FIELD_BYTES}, "split_counts": {n: 0 for n in SPLIT_NAMES}}
     expected = entry["start"]
     bg_depths = _background_depths(root, manifest, codecs)
     try:
@@ -403,21 +391,6 @@ def _check_record(name: str, index: int, value: bytes, codecs: Any, plan: Sample
     return []
 
 
-def _compare_stats(manifest: dict[str, Any], acc: StatsAccumulator) -> list[str]:
-    """The statistics recomputed from the records: sums and the mean/std derived from them."""
-    problems = []
-    recomputed = {"all": summarise(acc.total())}
-    for split in SPLIT_NAMES:
-        if split in manifest["stats"]:
-            recomputed[split] = summarise(acc.total((split,)))
-    for split, fields in recomputed.items():
-        for name, values in fields.items():
-            stored = manifest["stats"].get(split, {}).get(name, {})
-            if any(stored.get(k) != values[k] for k in ("exact_sums_stored_order", "mean", "std")):
-                problems.append(f"statistics of {name} ({split}) differ from the manifest")
-    return problems
-
-
 def _run_isolated(fn: Callable[..., dict[str, Any]], tasks: list[tuple], workers: int):
     """Run fn(*task) in one worker process per task (started from the forkserver, see procs.py), `workers` at a time; yield (task[2], result or
     None when the process died without answering)."""
@@ -450,7 +423,7 @@ def _child(fn: Callable[..., dict[str, Any]], task: tuple, writer: Any) -> None:
     try:
         result = fn(*task)
     except Exception as exc:  # noqa: BLE001
-        result = {"records": 0, "stats": {}, "field_bytes": {"fg_bg": 0, "mask": 0, "depth": 0},
+        result = {"records": 0, "stats": {}, "field_bytes": {name: 0 for name in FIELD_BYTES},
                   "split_counts": {n: 0 for n in SPLIT_NAMES},
                   "problems": [f"{task[2]['path']}: the check failed: {type(exc).__name__}: {exc}"]}
     writer.send(result)

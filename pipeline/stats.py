@@ -63,6 +63,14 @@ class ChannelSums:
                 "sum_sq": [str(s) for s in self.squares]}
 
     @classmethod
+    def of_image(cls, image: np.ndarray) -> "ChannelSums":
+        """The exact sums of one uint8 or uint16 image (e.g. a stored background, decoded)."""
+        sums, squares = image_sums(image)
+        out = cls(len(sums))
+        out.add(sums, squares, image.shape[0] * image.shape[1])
+        return out
+
+    @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ChannelSums":
         sums = [int(s) for s in data["sum"]]
         return cls(channels=len(sums), pixels=int(data["pixels"]), sums=sums,

@@ -16,7 +16,7 @@ import pytest
 from conftest import TINY, TINY_COUNT, TINY_SHARDS, build_tiny, read_manifest_json, shard_hashes
 from pipeline import DatasetReader, FORMAT_NAME, FORMAT_VERSION
 from pipeline.assets import array_hash
-from pipeline.build import BuildOptions, build_dataset, load_assets
+from pipeline.build import BuildOptions, assets_for_build, build_dataset
 from pipeline.compose import composite, paste_depth, paste_mask, prepare_foreground
 from pipeline.format import RECORD_FIELDS, payload_crc32
 from pipeline.plan import SPLIT_NAMES, SamplePlan, make_split, placements
@@ -38,7 +38,7 @@ def _is_sha256(value: str) -> bool:
 
 @pytest.fixture(scope="module")
 def assets():
-    return load_assets(BuildOptions(output=Path("unused"), seed=0, **{k: v for k, v in TINY.items()
+    return assets_for_build(BuildOptions(output=Path("unused"), seed=0, **{k: v for k, v in TINY.items()
                                                                        if k != "shard_size"}))
 
 

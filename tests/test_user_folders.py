@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 from conftest import assert_one_line_error, read_manifest_json, run_cli, shard_hashes
 from pipeline import DatasetReader
 from pipeline.assets import UserInputs
-from pipeline.build import BuildOptions, build_dataset, load_assets
+from pipeline.build import BuildOptions, assets_for_build, build_dataset
 from pipeline.compose import ALPHA_MASK_THRESHOLD
 from pipeline.depth_model import DepthModelSpec, load_depth_model
 from pipeline.errors import DepthmaskError
@@ -59,7 +59,7 @@ def user_dataset(tmp_path_factory, folders) -> Path:
 
 
 def test_assets_follow_the_documented_rules(folders):
-    assets = load_assets(options(Path("unused"), folders))
+    assets = assets_for_build(options(Path("unused"), folders))
     # sorted by relative path, sub-folders included, names are relative paths
     assert assets.background_names == ["b0.jpg", "b1.png", "b2.png", "more/b3.png"]
     assert assets.foreground_names == ["f0.png", "f1.png", "f2.png", "f3.png"]
@@ -79,7 +79,7 @@ def test_assets_follow_the_documented_rules(folders):
 
 
 def test_depth_maps_are_fitted_and_normalised(folders):
-    assets = load_assets(options(Path("unused"), folders))
+    assets = assets_for_build(options(Path("unused"), folders))
     for i, (h, w) in enumerate([(240, 320), (300, 200), (200, 200)]):
         expected = fit_depth_square(normalise_depth(background_depth(h, w), "depth").astype(np.float32), (h, w), SIZE)
         stored = assets.background_depths[i].astype(np.float64) / 65535
@@ -91,8 +91,8 @@ def test_depth_maps_are_fitted_and_normalised(folders):
 
 def test_inverse_depth_maps_give_the_same_depth(folders):
     """1 / metres maps read with --bg-depth-kind inverse give the depth the metre maps give."""
-    direct = load_assets(options(Path("unused"), folders))
-    inverse = load_assets(options(Path("unused"), folders, inputs=UserInputs(
+    direct = assets_for_build(options(Path("unused"), folders))
+    inverse = assets_for_build(options(Path("unused"), folders, inputs=UserInputs(
         bg_dir=folders["bg"], fg_dir=folders["fg"], bg_depth_dir=folders["bg_inverse"],
         bg_depth=DepthMapOptions(kind="inverse"))))
     for i in (0, 3):  # the same full-size maps (b1's direct map is half-size and b2's 8-bit: not comparable)
@@ -106,7 +106,7 @@ def test_samples_compose_the_user_assets(user_dataset, folders):
     assert manifest["sample_count"] == 4 * 4 * 2 * 2
     assert [b["name"] for b in manifest["assets"]["backgrounds"]] == ["b0.jpg", "b1.png", "b2.png", "more/b3.png"]
     assert all(len(a["sha256"]) == 64 for a in manifest["assets"]["foregrounds"])
-    assets = load_assets(options(Path("unused"), folders))
+    assets = assets_for_build(options(Path("unused"), folders))
     for index in (0, 5, 17, 40, 63):
         s = reader.decode(index)
         record = reader.record(index)
@@ -137,7 +137,7 @@ def test_exif_orientation_is_honoured(tmp_path):
     (paths["bg"] / "b0.jpg").write_bytes(buffer.getvalue())
     shown = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buffer.getvalue()))))[:, :, ::-1]
     assert shown.shape[:2] == (240, 320)
-    assets = load_assets(options(Path("unused"), paths))
+    assets = assets_for_build(options(Path("unused"), paths))
     assert np.abs(assets.backgrounds[0].astype(int) - fit_square(np.ascontiguousarray(shown), SIZE)).max() <= 2
 
 
@@ -172,7 +172,7 @@ def test_user_foregrounds_on_procedural_backgrounds(tmp_path, folders):
 
 
 def test_limits_take_the_first_files(folders):
-    assets = load_assets(options(Path("unused"), folders, backgrounds=2, foregrounds=3))
+    assets = assets_for_build(options(Path("unused"), folders, backgrounds=2, foregrounds=3))
     assert assets.background_names == ["b0.jpg", "b1.png"] and len(assets.foregrounds) == 3
 
 
@@ -219,7 +219,7 @@ def spec(path: Path, **kw) -> DepthModelSpec:
 
 
 def test_every_model_format_gives_the_same_depth(models, folders):
-    assets = load_assets(options(Path("unused"), folders))
+    assets = assets_for_build(options(Path("unused"), folders))
     outputs = {}
     for name in ("torchscript", "torch.export", "onnx"):
         model = load_depth_model(spec(models[name]))
@@ -240,7 +240,7 @@ def test_composite_mode_uses_the_model_on_each_background(tmp_path, folders, mod
     data = build(tmp_path / "model", folders, inputs=inputs)
     reader = DatasetReader(data)
     model = load_depth_model(spec(models["torchscript"]))
-    assets = load_assets(options(Path("unused"), folders))
+    assets = assets_for_build(options(Path("unused"), folders))
     expected = model.predict(assets.backgrounds)
     for i in range(4):
         assert np.array_equal(reader.background(i)[1], expected[i])
@@ -269,7 +269,7 @@ def test_per_sample_mode_runs_the_model_on_every_composite(tmp_path, folders, mo
 def _render_composite(folders, record) -> np.ndarray:
     from pipeline.compose import composite, prepare_foreground
 
-    assets = load_assets(options(Path("unused"), folders))
+    assets = assets_for_build(options(Path("unused"), folders))
     fg = prepare_foreground(assets.foregrounds[record["fg"]], flip=bool(record["flip"]))
     return composite(assets.backgrounds[record["bg"]], fg, record["x"], record["y"])
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import BuildOptions, build_dataset  # noqa: E402
 from pipeline.assets import DEFAULT_PROCEDURAL_BACKGROUNDS  # noqa: E402
-from pipeline.build import BackgroundPass, load_assets  # noqa: E402
+from pipeline.build import BackgroundPass, assets_for_build  # noqa: E402
 from pipeline.shard_worker import ShardContext, render_sample, shard_samples  # noqa: E402
 from pipeline.codecs import default_codecs  # noqa: E402
 from pipeline.plan import SamplePlan, make_split  # noqa: E402
@@ -111,7 +111,7 @@ def baseline(out: Path, limit: int) -> dict:
     options = BuildOptions(output=out, limit=limit, **SUBSET_LAYOUT)
     plan = SamplePlan(options.backgrounds, options.foregrounds, options.positions, options.flip, limit)
     t = time.perf_counter()
-    assets = load_assets(options)
+    assets = assets_for_build(options)
     context = ShardContext(out, options, plan, assets, make_split(options.backgrounds, options.foregrounds,
                                                                   options.val_fraction, options.seed),
                            default_codecs(), [], None)
