@@ -1,9 +1,11 @@
 """Joint augmentation settings (`AugmentConfig`), kept free of heavy imports so the CLI reads their defaults
 instantly. The augmentation itself (one map drawn per sample, applied to bg, fg_bg, mask and depth) is in
-training.data."""
+training.transforms."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .config_errors import ConfigValueError
 
 
 @dataclass(frozen=True)
@@ -32,4 +34,4 @@ class AugmentConfig:
                     for name in ("brightness", "contrast", "saturation")))
         for name, ok, expected in checks:
             if not ok:
-                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+                raise ConfigValueError(name, f"must be {expected}, got {getattr(self, name)!r}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .config_errors import ConfigValueError
+
 DEPTH_LOSSES = ("dense", "cosine")
 
 
@@ -37,10 +39,11 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         if self.depth_loss not in DEPTH_LOSSES:
-            raise ValueError(f"unknown depth_loss {self.depth_loss!r}; valid: {', '.join(DEPTH_LOSSES)}")
+            raise ConfigValueError("depth_loss", f"unknown value {self.depth_loss!r}; valid: {', '.join(DEPTH_LOSSES)}",
+                                   message=f"unknown depth_loss {self.depth_loss!r}; valid: {', '.join(DEPTH_LOSSES)}")
         for name in ("w_l1", "w_ssim", "w_grad", "w_l2", "w_bce", "w_dice", "w_depth", "w_mask", "dice_smooth"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+                raise ConfigValueError(name, f"must be a finite number >= 0, got {value!r}")
         if not (isinstance(self.ssim_window, int) and self.ssim_window >= 1 and self.ssim_window % 2 == 1):
-            raise ValueError(f"ssim_window must be a positive odd int, got {self.ssim_window!r}")
+            raise ConfigValueError("ssim_window", f"must be a positive odd int, got {self.ssim_window!r}")
