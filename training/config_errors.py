@@ -1,14 +1,15 @@
 """How the training configs (ModelConfig, LossConfig, AugmentConfig, CameraEffects) report a wrong value, once
 for a Python caller and once for dm-train, without either of them spelling the other's names.
 
-A config raises `ConfigValueError`: a ValueError whose text names the config's field ("width: must be a
+A config raises `ConfigValueError`: a ValueError whose text names the config's field ("width must be a
 positive number up to 16, got 0.0"). It also keeps the field and what is wrong with it, so that
 `ConfigValueError.worded` can say the same with any other name for the fields: training.cli names the
-options that set them ("--width: must be ..."), in one place (its `option_of`). Torch-free.
+options that set them ("--width: must be ..."), in one place (its `option_of`). `check_fields` runs a config's
+table of checks (as pipeline.checks does for the option classes that name their options). Torch-free.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 
 class ConfigValueError(ValueError):
@@ -31,3 +32,12 @@ class ConfigValueError(ValueError):
         for name in self.mentions:
             problem = problem.replace("{" + name + "}", name_of(name))
         return problem if self.field is None else f"{name_of(self.field)}: {problem}"
+
+
+def check_fields(config: Any, checks: Iterable[tuple[str, bool, str]]) -> None:
+    """Raise the first failed check (field, ok, what it must be) of `config`: "field must be ..., got VALUE"
+    (on the command line "--option: must be ..., got VALUE")."""
+    for field, ok, expected in checks:
+        if not ok:
+            problem = f"must be {expected}, got {getattr(config, field)!r}"
+            raise ConfigValueError(field, problem, message=f"{field} {problem}")

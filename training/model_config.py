@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config_errors import ConfigValueError
+from .config_errors import ConfigValueError, check_fields
 
 # Every architecture name, in the order the CLI lists them (training.models.registry builds each one).
 ARCHITECTURE_NAMES = ("unet-small", "unet-resnet18", "unet-resnet34", "resnet50-upproj", "autoencoder")
@@ -80,15 +80,17 @@ def validate_config(config: ModelConfig) -> None:
             f"{config.depth_arch} and {config.mask_arch}", mentions=("depth_arch", "mask_arch"),
             message="shared_encoder=True needs depth_arch == mask_arch (one encoder, two decoders), got "
                     f"{config.depth_arch!r} and {config.mask_arch!r}")
-    widths = {"width": config.width} if config.mask_width is None else {"width": config.width,
-                                                                       "mask_width": config.mask_width}
-    for name, value in widths.items():
-        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                and 0 < value <= 16):
-            raise ConfigValueError(name, f"must be a positive number up to 16, got {value!r}")
+    check_fields(config, (("width", _width(config.width), "a positive number up to 16"),
+                          ("mask_width", config.mask_width is None or _width(config.mask_width),
+                           "a positive number up to 16")))
     if config.shared_encoder and config.depth_arch not in SHAREABLE:
         shareable = [name for name in ARCHITECTURE_NAMES if name in SHAREABLE]
         # field None: the message names the fields itself, on the command line too (as it always has)
         raise ConfigValueError(None, f"shared_encoder=True is not supported for depth_arch={config.depth_arch!r}, "
                                f"mask_arch={config.mask_arch!r}; architectures that can share an encoder: "
                                f"{', '.join(shareable)}")
+
+
+def _width(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and 0 < value <= 16)
