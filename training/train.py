@@ -9,8 +9,8 @@ epoch), config.json, and TensorBoard scalars under tb/ when tensorboard is insta
 
 The loop reads as torchvision's references do: `_Trainer.__init__` sets the run up (the configuration, resumed
 or new, the data, the model, the optimizer and schedule), then per epoch `train_one_epoch` (`train_step` per
-batch; `inputs` is where a loader batch becomes device tensors), `validate` (the module's `evaluate`) and
-`end_epoch` (the epoch's row through `_RunLog`, then best.pt and last.pt).
+batch; `inputs` is where a loader batch becomes device tensors), `validate` (the module's `validation_metrics`,
+torchvision's `evaluate`) and `end_epoch` (the epoch's row through `_RunLog`, then best.pt and last.pt).
 """
 from __future__ import annotations
 
@@ -137,8 +137,12 @@ def lr_factor(shape: str, progress: float) -> float:
     return 1.0
 
 
-def evaluate(model: torch.nn.Module, loader: Any, inputs: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
-             autocast: Callable[[], Any], loss_config: LossConfig, dist: dist_utils.DistInfo) -> dict[str, Any]:
+Batch = dict[str, torch.Tensor]
+
+
+def validation_metrics(model: torch.nn.Module, loader: Any, inputs: Callable[[Batch], Batch],
+                       autocast: Callable[[], Any], loss_config: LossConfig,
+                       dist: dist_utils.DistInfo) -> dict[str, Any]:
     """Validation metrics of `model` over `loader` (this rank's share of the samples), summed over every rank:
     SegDepthMetrics' figures and the mean loss (val_loss). `inputs` turns a loader batch into device tensors."""
     model.eval()
@@ -365,7 +369,7 @@ class _Trainer:
             return {}
         size = self.config.size_at(min(self.state.epoch, self.config.epochs - 1))
         loader = self._val_loader(size)
-        out = evaluate(self.model, loader, self.inputs, self.autocast, self.config.loss, self.dist)
+        out = validation_metrics(self.model, loader, self.inputs, self.autocast, self.config.loss, self.dist)
         out["size"] = size
         return out
 
