@@ -20,8 +20,8 @@ from pipeline.plan import SPLIT_NAMES
 
 from .augment import AugmentConfig
 from .camera_effects import CameraEffects, parse_jpeg_quality
-from .config_errors import ConfigValueError
 from .config import BEST_METRICS, LR_SCHEDULES, OPTIMIZERS, PLACEMENT_MODES, TrainConfig, parse_schedule
+from .config_errors import ConfigValueError
 from .loss_config import DEPTH_LOSSES, LossConfig
 from .model_config import ARCHITECTURE_NAMES, ModelConfig
 
@@ -64,7 +64,7 @@ def _options_named() -> Iterator[None]:
     """A config's ConfigValueError as dm-train's one-line error, naming the option instead of the field."""
     try:
         yield
-    except ConfigValueError as exc:  # "width: must be ..." -> "--width: must be ..."
+    except ConfigValueError as exc:  # "width must be ..." -> "--width: must be ..."
         raise DepthmaskError(exc.worded(option_of)) from None
 
 
