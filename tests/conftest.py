@@ -170,7 +170,7 @@ def trained_run(tiny_dataset, tmp_path_factory) -> Path:
     Read-only: tests that train further work on a copy."""
     import torch
 
-    from training.data import AugmentConfig
+    from training.augment import AugmentConfig
     from training.train import train
 
     before = torch.get_num_threads()

@@ -30,6 +30,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import DatasetReader  # noqa: E402
+from pipeline.options import DEFAULT_SIZE  # noqa: E402
 from training.augment import AugmentConfig  # noqa: E402
 from training.data import DepthMaskDataset, make_loader  # noqa: E402
 from training.inputs import BatchNormalizer  # noqa: E402
@@ -86,7 +87,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE)
     parser.add_argument("--passes", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(1)

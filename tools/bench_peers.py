@@ -353,7 +353,8 @@ def write_depthmask(source: Source, out: Path, data: Path) -> dict[str, Any]:
     """depthmask's writer is its build: the same options as the source dataset, the first N samples, one
     worker (the peers' writers run in one process too); the rendering of the scene assets, which a build does
     once before its first sample, is timed apart and left out."""
-    from pipeline.build import BuildOptions, assets_for_build, build_dataset
+    from pipeline.build import assets_for_build, build_dataset
+    from pipeline.options import BuildOptions
 
     options = BuildOptions(output=out, limit=source.count, size=source.size, workers=1)
     t0 = time.perf_counter()

@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.recipes import RecipeStore  # noqa: E402
+from pipeline.options import DEFAULT_SIZE  # noqa: E402
 from training.augment import AugmentConfig  # noqa: E402
 from training.composite_torch import CompositeAssets, all_variants, composite_placements, used_variants  # noqa: E402
 from training.data import DepthMaskDataset, make_loader  # noqa: E402
@@ -77,7 +78,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE)
     parser.add_argument("--composite-batch", type=int, default=256)
     parser.add_argument("--composite-batches", type=int, default=8)
     parser.add_argument("--composite-only", action="store_true", help="Skip the DataLoader rows.")

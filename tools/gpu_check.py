@@ -45,9 +45,12 @@ def plan(dry_run: bool, stored: int) -> dict[str, Any]:
                 "compile_sizes": (32,),
                 "loader_size": 32, "loader_batch": 4, "loader_steps": 4,
                 "ddp_size": 32, "ddp_batch": 4, "ddp_steps": 3, "ddp_val": 8, "ddp_workers": 0}
-    return {"sizes": (64, 224), "batch": {64: 256, 224: 128}, "width": 1.0, "warmup": 3, "seconds": 4.0,
-            "min_steps": 10, "compile": True, "compile_pairs": tuple(PAIRS), "compile_sizes": (224,),
-            "loader_size": min(224, stored), "loader_batch": 128, "loader_steps": 120,
+    from pipeline.options import DEFAULT_SIZE  # 224: the default dataset's images, which the GPU run trains on
+
+    return {"sizes": (64, DEFAULT_SIZE), "batch": {64: 256, DEFAULT_SIZE: 128}, "width": 1.0, "warmup": 3,
+            "seconds": 4.0, "min_steps": 10, "compile": True, "compile_pairs": tuple(PAIRS),
+            "compile_sizes": (DEFAULT_SIZE,), "loader_size": min(DEFAULT_SIZE, stored), "loader_batch": 128,
+            "loader_steps": 120,
             "ddp_size": 64, "ddp_batch": 128, "ddp_steps": 300, "ddp_val": 2048, "ddp_workers": None}
 
 
@@ -107,8 +110,8 @@ class Step:
                  ddp: bool = False, lr: float = 1e-3):
         import torch
 
-        from training.data import BatchNormalizer
-        from training.losses import LossConfig
+        from training.inputs import BatchNormalizer
+        from training.loss_config import LossConfig
         from training.models import build_model
 
         torch.manual_seed(0)
@@ -241,7 +244,8 @@ def section_loader(ctx: dict[str, Any]) -> dict[str, Any]:
     worker per core: the share of each step spent waiting for the next batch."""
     import torch
 
-    from training.data import AugmentConfig, DepthMaskDataset, make_loader
+    from training.augment import AugmentConfig
+    from training.data import DepthMaskDataset, make_loader
     from training.models import ModelConfig
 
     device, p = ctx["device"], ctx["plan"]

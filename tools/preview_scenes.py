@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline import placement as pl  # noqa: E402
 from pipeline.assets import procedural_background  # noqa: E402
 from pipeline.compose import composite, object_depth, prepare_foreground  # noqa: E402
+from pipeline.options import DEFAULT_SIZE  # noqa: E402
 from pipeline.scenes import FAR_M, foreground_width_m, nominal_focal_px, render_background, render_foreground  # noqa: E402
 
 GAP = 4
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backgrounds", type=int, default=16)
     p.add_argument("--foregrounds", type=int, default=32)
     p.add_argument("--first", type=int, default=0, help="index of the first asset shown")
-    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE)
     p.add_argument("--composites", type=int, default=0, help="samples shown with both placements")
     args = p.parse_args(argv)
 

@@ -1,9 +1,11 @@
 """Joint augmentation settings (`AugmentConfig`), kept free of heavy imports so the CLI reads their defaults
 instantly. The augmentation itself (one map drawn per sample, applied to bg, fg_bg, mask and depth) is in
-training.data."""
+training.transforms."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .config_errors import check_fields
 
 
 @dataclass(frozen=True)
@@ -26,10 +28,8 @@ class AugmentConfig:
     saturation: float = 0.2
 
     def __post_init__(self) -> None:
-        checks = (("hflip", 0 <= self.hflip <= 1, "in [0, 1]"), ("min_scale", 0 < self.min_scale <= 1, "in (0, 1]"),
-                  ("max_rotation_deg", 0 <= self.max_rotation_deg <= 45, "in [0, 45]"),
-                  *((name, 0 <= getattr(self, name) < 1, "in [0, 1)")
-                    for name in ("brightness", "contrast", "saturation")))
-        for name, ok, expected in checks:
-            if not ok:
-                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+        check_fields(self, (("hflip", 0 <= self.hflip <= 1, "in [0, 1]"),
+                            ("min_scale", 0 < self.min_scale <= 1, "in (0, 1]"),
+                            ("max_rotation_deg", 0 <= self.max_rotation_deg <= 45, "in [0, 45]"),
+                            *((name, 0 <= getattr(self, name) < 1, "in [0, 1)")
+                              for name in ("brightness", "contrast", "saturation"))))

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .config_errors import ConfigValueError
+
 
 @dataclass(frozen=True)
 class CameraEffects:
@@ -30,11 +32,12 @@ class CameraEffects:
             q = (int(q), int(q)) if isinstance(q, (int, np.integer)) else tuple(int(v) for v in q)
             object.__setattr__(self, "jpeg_quality", q)
             if len(q) != 2 or not 1 <= q[0] <= q[1] <= 100:
-                raise ValueError(f"--jpeg-roundtrip: expected a quality or LOW-HIGH within 1..100, got {self.jpeg_quality!r}")
+                raise ConfigValueError("jpeg_quality", "expected a quality or LOW-HIGH within 1..100, got "
+                                       f"{self.jpeg_quality!r}")
         if not 0 <= self.noise_std <= 50:
-            raise ValueError(f"--sensor-noise: expected a standard deviation in [0, 50], got {self.noise_std!r}")
+            raise ConfigValueError("noise_std", f"expected a standard deviation in [0, 50], got {self.noise_std!r}")
         if not 0 <= self.blur_sigma <= 5:
-            raise ValueError(f"--blur: expected a sigma in [0, 5] pixels, got {self.blur_sigma!r}")
+            raise ConfigValueError("blur_sigma", f"expected a sigma in [0, 5] pixels, got {self.blur_sigma!r}")
 
     @property
     def active(self) -> bool:
@@ -42,13 +45,15 @@ class CameraEffects:
 
 
 def parse_jpeg_quality(text: str | None) -> tuple[int, int] | None:
-    """'90' -> (90, 90), '60-95' -> (60, 95); None or '' -> None. A bad value is one ValueError line."""
+    """'90' -> (90, 90), '60-95' -> (60, 95); None or '' -> None. A bad value is a ConfigValueError about
+    `jpeg_quality` (a ValueError); a wrong quality is CameraEffects' to refuse."""
     if not text:
         return None
     try:
         parts = [int(v) for v in str(text).split("-")]
     except ValueError:
-        raise ValueError(f"--jpeg-roundtrip: expected a quality such as 90 or a range such as 60-95, got {text!r}") from None
+        raise ConfigValueError("jpeg_quality", f"expected a quality such as 90 or a range such as 60-95, "
+                               f"got {text!r}") from None
     return (parts[0], parts[-1]) if len(parts) in (1, 2) else (0, 0)
 
 

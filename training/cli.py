@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import click
 from click.core import ParameterSource
@@ -19,6 +21,7 @@ from pipeline.plan import SPLIT_NAMES
 from .augment import AugmentConfig
 from .camera_effects import CameraEffects, parse_jpeg_quality
 from .config import BEST_METRICS, LR_SCHEDULES, OPTIMIZERS, PLACEMENT_MODES, TrainConfig, parse_schedule
+from .config_errors import ConfigValueError
 from .loss_config import DEPTH_LOSSES, LossConfig
 from .model_config import ARCHITECTURE_NAMES, ModelConfig
 
@@ -26,7 +29,9 @@ _DEFAULT_ARCH = ModelConfig().depth_arch
 _DEFAULT_MASK_ARCH = ModelConfig().mask_arch
 _LOSS = LossConfig()
 _AUGMENT = AugmentConfig()
-_AUGMENT_OPTIONS = {"min_scale": "--augment-scale", "max_rotation_deg": "--augment-rotation"}
+# config fields whose option is not --field-name (see option_of)
+_OPTION_OF_FIELD = {"min_scale": "--augment-scale", "max_rotation_deg": "--augment-rotation",
+                    "jpeg_quality": "--jpeg-roundtrip", "noise_std": "--sensor-noise", "blur_sigma": "--blur"}
 _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 # dm-train option -> the TrainConfig field it sets (checked against the run's on --resume)
@@ -46,6 +51,21 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if not _DEVICE.match(value):
         raise click.BadParameter(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
     return value
+
+
+def option_of(field: str) -> str:
+    """The dm-train option that sets a config field (ModelConfig, LossConfig, AugmentConfig, CameraEffects): the
+    one place where a config's error about its field is worded for the command line."""
+    return _OPTION_OF_FIELD.get(field, "--" + field.replace("_", "-"))
+
+
+@contextmanager
+def _options_named() -> Iterator[None]:
+    """A config's ConfigValueError as dm-train's one-line error, naming the option instead of the field."""
+    try:
+        yield
+    except ConfigValueError as exc:  # "width must be ..." -> "--width: must be ..."
+        raise DepthmaskError(exc.worded(option_of)) from None
 
 
 def _given_config_fields(ctx: click.Context) -> tuple[str, ...]:
@@ -148,36 +168,19 @@ def train_command(ctx: click.Context, data: Path, output: Path, depth_arch: str,
     Under torchrun (e.g. torchrun --nproc-per-node 8 -m training.cli ...), every process trains on
     its share of each epoch with DistributedDataParallel; rank 0 logs and writes checkpoints.
     """
-    if encoder_weights is not None and not encoder_weights.is_file():
-        raise DepthmaskError(f"--encoder-weights: {encoder_weights} does not exist")
-    if shared_encoder and mask_width not in (None, width):
-        raise DepthmaskError("--mask-width: needs separate networks; with --shared-encoder both tasks use --width")
-    if shared_encoder and depth_arch != mask_arch:
-        raise DepthmaskError(f"--shared-encoder: needs the same --depth-arch and --mask-arch (one encoder, two "
-                             f"heads), got {depth_arch} and {mask_arch}")
     loss_keys = ("w_depth", "w_mask", "w_l1", "w_ssim", "w_grad", "w_l2", "w_bce", "w_dice")
-    try:
-        model = ModelConfig(depth_arch=depth_arch, mask_arch=mask_arch, shared_encoder=shared_encoder,
-                            encoder_weights=str(encoder_weights) if encoder_weights else None, width=width,
-                            mask_width=mask_width)
+    with _options_named():
+        model = ModelConfig.for_new_run(depth_arch=depth_arch, mask_arch=mask_arch, shared_encoder=shared_encoder,
+                                        encoder_weights=str(encoder_weights) if encoder_weights else None,
+                                        width=width, mask_width=mask_width)
         loss = LossConfig(depth_loss=depth_loss, **{k: options.pop(k) for k in loss_keys})
-    except ValueError as exc:  # "width must be ..." -> "--width: must be ..."
-        field, _, rest = str(exc).partition(" ")
-        raise DepthmaskError(f"--{field.replace('_', '-')}: {rest}" if field.replace("_", "").isalnum() and rest
-                             else str(exc)) from None
-    try:  # checked also with --no-augment: a nonsense value is a mistake either way
+        # checked also with --no-augment: a nonsense value is a mistake either way
         geometry = AugmentConfig(min_scale=augment_scale, max_rotation_deg=augment_rotation)
-    except ValueError as exc:  # "min_scale must be ..." -> "--augment-scale must be ..."
-        field, _, rest = str(exc).partition(" ")
-        raise DepthmaskError(f"{_AUGMENT_OPTIONS.get(field, field)}: {rest}") from None
-    augmentation = geometry if augment else None
-    try:
         camera = CameraEffects(jpeg_quality=parse_jpeg_quality(jpeg_roundtrip), noise_std=sensor_noise,
                                blur_sigma=blur)
-    except ValueError as exc:
-        raise DepthmaskError(str(exc)) from None
     options["camera"] = camera if camera.active else None
-    config = TrainConfig(data=str(data), output=str(output), model=model, loss=loss, augment=augmentation,
+    config = TrainConfig(data=str(data), output=str(output), model=model, loss=loss,
+                         augment=geometry if augment else None,
                          schedule=parse_schedule(schedule), validate=not no_val, **options)
     from .train import RuntimeOptions, train  # torch: only now that the options are known to be sound
 

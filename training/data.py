@@ -31,13 +31,10 @@ from pipeline import DatasetReader, DepthmaskError
 from .augment import AugmentConfig
 from .camera_effects import CameraEffects, apply_camera_effects
 from .recipe_source import PLACEMENT_MODES, RecipeReader, is_recipe_dataset
-from .inputs import BatchNormalizer
 from .sampler import EpochSampler
 from .transforms import augment_matrix, photometric, warp_sample
 
-# The loader's pieces, importable from here as before (tools and tests outside training/ use these names).
-__all__ = ["AugmentConfig", "BatchNormalizer", "DatasetLoader", "DepthMaskDataset", "EpochSampler",
-           "collate_batches", "decode_reduction", "make_loader"]
+__all__ = ["DatasetLoader", "DepthMaskDataset", "collate_batches", "decode_reduction", "make_loader"]
 
 # OpenCV's own thread pool does not survive fork: a DataLoader worker forked after the parent ran a
 # parallel OpenCV call can hang on its first one. Data work is parallel over workers instead.

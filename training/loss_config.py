@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .config_errors import ConfigValueError, check_fields
+
 DEPTH_LOSSES = ("dense", "cosine")
 
 
@@ -37,10 +39,14 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         if self.depth_loss not in DEPTH_LOSSES:
-            raise ValueError(f"unknown depth_loss {self.depth_loss!r}; valid: {', '.join(DEPTH_LOSSES)}")
-        for name in ("w_l1", "w_ssim", "w_grad", "w_l2", "w_bce", "w_dice", "w_depth", "w_mask", "dice_smooth"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not (isinstance(self.ssim_window, int) and self.ssim_window >= 1 and self.ssim_window % 2 == 1):
-            raise ValueError(f"ssim_window must be a positive odd int, got {self.ssim_window!r}")
+            raise ConfigValueError("depth_loss", f"unknown value {self.depth_loss!r}; valid: {', '.join(DEPTH_LOSSES)}",
+                                   message=f"unknown depth_loss {self.depth_loss!r}; valid: {', '.join(DEPTH_LOSSES)}")
+        weights = ("w_l1", "w_ssim", "w_grad", "w_l2", "w_bce", "w_dice", "w_depth", "w_mask", "dice_smooth")
+        check_fields(self, (*((name, _finite_at_least_0(getattr(self, name)), "a finite number >= 0")
+                              for name in weights),
+                            ("ssim_window", isinstance(self.ssim_window, int) and self.ssim_window >= 1
+                             and self.ssim_window % 2 == 1, "a positive odd int")))
+
+
+def _finite_at_least_0(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value >= 0

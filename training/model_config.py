@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config_errors import ConfigValueError, check_fields
 
 # Every architecture name, in the order the CLI lists them (training.models.registry builds each one).
 ARCHITECTURE_NAMES = ("unet-small", "unet-resnet18", "unet-resnet34", "resnet50-upproj", "autoencoder")
@@ -46,29 +50,47 @@ class ModelConfig:
     def __post_init__(self) -> None:
         validate_config(self)
 
+    @classmethod
+    def for_new_run(cls, **values: Any) -> "ModelConfig":
+        """The configuration of a run about to start: its ``encoder_weights`` must exist, checked first. (A
+        configuration read back from a checkpoint is not checked for them: they were loaded when its run
+        started, perhaps on another machine.)"""
+        weights = values.get("encoder_weights")
+        if weights is not None and not Path(weights).is_file():
+            raise ConfigValueError("encoder_weights", f"{weights} does not exist")
+        return cls(**values)
+
 
 def validate_config(config: ModelConfig) -> None:
-    """``ValueError`` for unknown architectures, an impossible ``shared_encoder`` or a non-positive width."""
-    for arch in (config.depth_arch, config.mask_arch):
+    """``ConfigValueError`` (a ValueError) for unknown architectures, an impossible ``shared_encoder`` or a
+    non-positive width; the choices the networks depend on are checked before the widths."""
+    for name in ("depth_arch", "mask_arch"):
+        arch = getattr(config, name)
         if arch not in ARCHITECTURE_NAMES:
-            raise ValueError(f"unknown architecture {arch!r}; valid architectures: {', '.join(ARCHITECTURE_NAMES)}")
-    widths = {"width": config.width} if config.mask_width is None else {"width": config.width,
-                                                                       "mask_width": config.mask_width}
-    for name, value in widths.items():
-        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                and 0 < value <= 16):
-            raise ValueError(f"{name} must be a positive number up to 16, got {value!r}")
+            problem = f"unknown architecture {arch!r}; valid architectures: {', '.join(ARCHITECTURE_NAMES)}"
+            raise ConfigValueError(name, problem, message=problem)
     if config.shared_encoder and config.mask_width not in (None, config.width):
-        raise ValueError("mask_width needs separate networks: with shared_encoder=True both tasks share one width")
-    if config.shared_encoder:
+        raise ConfigValueError("mask_width", "needs separate networks; with {shared_encoder} both tasks use {width}",
+                               mentions=("shared_encoder", "width"),
+                               message="mask_width needs separate networks: with shared_encoder=True both tasks "
+                                       "share one width")
+    if config.shared_encoder and config.depth_arch != config.mask_arch:
+        raise ConfigValueError(
+            "shared_encoder", "needs the same {depth_arch} and {mask_arch} (one encoder, two heads), got "
+            f"{config.depth_arch} and {config.mask_arch}", mentions=("depth_arch", "mask_arch"),
+            message="shared_encoder=True needs depth_arch == mask_arch (one encoder, two decoders), got "
+                    f"{config.depth_arch!r} and {config.mask_arch!r}")
+    check_fields(config, (("width", _width(config.width), "a positive number up to 16"),
+                          ("mask_width", config.mask_width is None or _width(config.mask_width),
+                           "a positive number up to 16")))
+    if config.shared_encoder and config.depth_arch not in SHAREABLE:
         shareable = [name for name in ARCHITECTURE_NAMES if name in SHAREABLE]
-        if not (config.depth_arch in SHAREABLE and config.mask_arch in SHAREABLE):
-            raise ValueError(
-                f"shared_encoder=True is not supported for depth_arch={config.depth_arch!r}, "
-                f"mask_arch={config.mask_arch!r}; architectures that can share an encoder: {', '.join(shareable)}"
-            )
-        if config.depth_arch != config.mask_arch:
-            raise ValueError(
-                "shared_encoder=True needs depth_arch == mask_arch (one encoder, two decoders), got "
-                f"{config.depth_arch!r} and {config.mask_arch!r}"
-            )
+        # field None: the message names the fields itself, on the command line too (as it always has)
+        raise ConfigValueError(None, f"shared_encoder=True is not supported for depth_arch={config.depth_arch!r}, "
+                               f"mask_arch={config.mask_arch!r}; architectures that can share an encoder: "
+                               f"{', '.join(shareable)}")
+
+
+def _width(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and 0 < value <= 16)
