@@ -98,7 +98,7 @@ class DepthMaskDataset(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_bg_cache"] = {}
+        state["_bg_cache"], state["_scratch_arrays"] = {}, None
         return state
 
     def set_size(self, size: int) -> None:
@@ -109,6 +109,7 @@ class DepthMaskDataset(Dataset):
         self.size = int(size)
         self._reduce = decode_reduction(stored, self.size)
         self._bg_cache = {}
+        self._scratch_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def stats(self) -> dict[str, Any]:
         """Normalisation statistics: the training split's (falls back to the whole dataset's)."""
@@ -125,31 +126,42 @@ class DepthMaskDataset(Dataset):
             entry = self._bg_cache[bg_index] = (cv2.cvtColor(image, cv2.COLOR_BGR2RGB), depth)
         return entry
 
-    def _fit_into(self, fg: np.ndarray, stored_mask: np.ndarray, full: np.ndarray, fg_bg: np.ndarray,
-                  mask: np.ndarray, depth: np.ndarray) -> None:
-        """A rendered recipe sample (fg RGB, mask 0/255, depth, stored size) into the batch arrays at the
-        output size, resized as _decode_into resizes a record's."""
+    def _scratch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(fg_bg, mask, depth) arrays at the stored size, reused by every recipe sample rendered at a smaller
+        output size (made once per process)."""
+        stored = self.reader.size[0]
+        scratch = self._scratch_arrays
+        if scratch is None or scratch[0].shape[0] != stored:
+            scratch = self._scratch_arrays = (np.empty((stored, stored, 3), np.uint8),
+                                              np.empty((stored, stored), np.uint8), np.empty((stored, stored), np.uint16))
+        return scratch
+
+    def _render_into(self, p: dict[str, np.ndarray], j: int, fg_bg: np.ndarray, mask: np.ndarray,
+                     depth: np.ndarray) -> None:
+        """Recipe sample j of placements `p` into the given arrays at the output size: rendered in place at the
+        stored size (RecipeReader.render_into), else into scratch arrays area-resized as _decode_into resizes
+        a record's (the 0 / 1 mask stays 0 / 1)."""
         s = self.size
-        if fg.shape[0] == s:
-            np.copyto(fg_bg, fg)
+        if self.reader.size[0] == s:
+            self.reader.render_into(p, j, fg_bg, mask, depth)
+            return
+        full_fg, full_mask, full_depth = self._scratch()
+        self.reader.render_into(p, j, full_fg, full_mask, full_depth)
+        cv2.resize(full_fg, (s, s), dst=fg_bg, interpolation=cv2.INTER_AREA)
+        cv2.resize(full_mask, (s, s), dst=mask, interpolation=cv2.INTER_AREA)
+        cv2.resize(full_depth, (s, s), dst=depth, interpolation=cv2.INTER_AREA)
+
+    def _sample_into(self, source: Any, fg_bg: np.ndarray, mask: np.ndarray, depth: np.ndarray) -> None:
+        """A sample's fg_bg, mask and depth, unaugmented at the output size: a recipe sample ((placements,
+        row)) rendered, a materialised record decoded."""
+        if isinstance(source, tuple):
+            self._render_into(*source, fg_bg, mask, depth)
         else:
-            cv2.resize(fg, (s, s), dst=fg_bg, interpolation=cv2.INTER_AREA)
-        if stored_mask.shape[0] == s:
-            np.greater_equal(stored_mask, 128, out=mask.view(np.bool_))
-        else:
-            cv2.resize((stored_mask >= 128).view(np.uint8), (s, s), dst=mask, interpolation=cv2.INTER_AREA)
-        if full.shape[0] == s:
-            np.copyto(depth, full)
-        else:
-            cv2.resize(full, (s, s), dst=depth, interpolation=cv2.INTER_AREA)
+            self._decode_into(source, fg_bg, mask, depth)
 
     def _decode_into(self, record: dict[str, Any], fg_bg: np.ndarray, mask: np.ndarray, depth: np.ndarray) -> None:
         """A record's fg_bg (RGB), mask (0/1) and depth, unaugmented at the output size, into the given
         arrays: the codecs' decode, area-resized (the mask re-binarised), in fewer passes and copies."""
-        if "rendered" in record:  # a recipe sample
-            b, fg, stored_mask, full = record["rendered"]
-            self._fit_into(cv2.cvtColor(fg, cv2.COLOR_BGR2RGB), stored_mask, full, fg_bg, mask, depth)
-            return
         s = self.size
         codecs = self.reader.codecs
         fg = codecs.fg_bg.decode(record["fg_bg"], self._reduce, rgb=True)
@@ -182,24 +194,26 @@ class DepthMaskDataset(Dataset):
         augment = self.augment
         if augment is not None:
             plain = (np.empty((s, s, 3), np.uint8), np.empty((s, s), np.uint8), np.empty((s, s), np.uint16))
-        rendered = None
+        placements = None
         if self.recipes:  # the batch's placements at once; per-epoch ones from (seed, epoch, index)
-            epochs = {epoch for epoch, _ in pairs} if self.placements == "per-epoch" else {None}
-            rendered = {}
-            for e in epochs:
+            epochs = [epoch for epoch, _ in pairs] if self.placements == "per-epoch" else [None]
+            placements = [None] * n
+            for e in dict.fromkeys(epochs):
                 chosen = [j for j, (epoch, _) in enumerate(pairs) if e is None or epoch == e]
-                for j, sample_out in zip(chosen, self.reader.render_batch(index[chosen], e)):
-                    rendered[j] = {"bg": sample_out[0], "rendered": sample_out}
+                p = self.reader.placements(index[chosen], e)
+                for k, j in enumerate(chosen):
+                    placements[j] = (p, k)
         for j, (epoch, _) in enumerate(pairs):
             sample = int(index[j])
-            record = rendered[j] if rendered is not None else self.reader.record(sample)
+            source = placements[j] if placements is not None else self.reader.record(sample)
+            bg_index = int(source[0]["bg"][source[1]]) if placements is not None else int(source["bg"])
             try:
-                bg_image = self._background(int(record["bg"]))[0]
+                bg_image = self._background(bg_index)[0]
                 if augment is None:
                     np.copyto(bg[j], bg_image)
-                    self._decode_into(record, fg_bg[j], mask[j], depth[j])
+                    self._sample_into(source, fg_bg[j], mask[j], depth[j])
                 else:  # the geometry, then the photometry, from one generator
-                    self._decode_into(record, *plain)
+                    self._sample_into(source, *plain)
                     rng = np.random.default_rng([self.seed, epoch, sample])
                     m = augment_matrix(rng, s, augment)
                     warp_sample(m, bg_image, *plain, s, out=(bg[j], fg_bg[j], mask[j], depth[j]))
