@@ -30,10 +30,10 @@ from pipeline import DatasetReader, DepthmaskError
 
 from .augment import AugmentConfig
 from .camera_effects import CameraEffects, apply_camera_effects
-from .recipe_source import PLACEMENT_MODES, RecipeReader, is_recipe_dataset
+from .recipe_source import COMPOSITE_ON, PLACEMENT_MODES, RecipeReader, is_recipe_dataset
 from .inputs import BatchNormalizer
 from .sampler import EpochSampler
-from .transforms import augment_matrix, photometric, warp_sample
+from .transforms import augment_matrix, photometric, photometric_draws, pixel_exact_mirror, warp_sample
 
 # The loader's pieces, importable from here as before (tools and tests outside training/ use these names).
 __all__ = ["AugmentConfig", "BatchNormalizer", "DatasetLoader", "DepthMaskDataset", "EpochSampler",
@@ -71,12 +71,20 @@ class DepthMaskDataset(Dataset):
     Items: bg, fg_bg (3, H, W) uint8 RGB; mask (1, H, W) uint8 in {0, 1}; depth (1, H, W) uint16 with
     normalised depth = value / 65535. `BatchNormalizer` turns a batch into normalised float tensors.
     Indexing takes a sample position or (epoch, position) pairs (see `EpochSampler`).
+
+    composite_on="device" (recipe datasets): a batch is only its placements and augmentation draws
+    (`placement_batch`), composited where it is used by training.device_batches.DeviceCompositor.
     """
 
     def __init__(self, root: str | Path, split: str = "train", *, size: int | None = None,
                  augment: AugmentConfig | None = None, seed: int = 0, placements: str = "fixed",
-                 camera: CameraEffects | None = None):
+                 camera: CameraEffects | None = None, composite_on: str = "workers"):
         self.recipes = is_recipe_dataset(root)
+        if composite_on not in COMPOSITE_ON:
+            raise DepthmaskError(f"--composite-on: expected one of {', '.join(COMPOSITE_ON)}, got {composite_on!r}")
+        if composite_on == "device":
+            _check_device_compositing(root, self.recipes, augment, camera)
+        self.composite_on = composite_on
         if placements not in PLACEMENT_MODES:
             raise DepthmaskError(f"--placements: expected one of {', '.join(PLACEMENT_MODES)}, got {placements!r}")
         if placements != "fixed" and not self.recipes:
@@ -183,8 +191,44 @@ class DepthMaskDataset(Dataset):
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([item]).items()}
 
+    def _placements_of(self, pairs: list[tuple[int, int]], index: np.ndarray) -> list[tuple[dict[str, np.ndarray], int]]:
+        """Per sample of a recipe batch (its placements, its row in them); per-epoch ones from (seed, epoch, index)."""
+        epochs = [epoch for epoch, _ in pairs] if self.placements == "per-epoch" else [None]
+        placements: list[Any] = [None] * len(pairs)
+        for e in dict.fromkeys(epochs):
+            chosen = [j for j, (epoch, _) in enumerate(pairs) if e is None or epoch == e]
+            p = self.reader.placements(index[chosen], e)
+            for k, j in enumerate(chosen):
+                placements[j] = (p, k)
+        return placements
+
+    def placement_batch(self, items: Sequence[int | tuple[int, int]]) -> dict[str, torch.Tensor]:
+        """A recipe batch as what composites it (composite_on="device"): index, bg, fg, flip, level, x, y,
+        object_depth (N,) int64; with augmentation also mirror (N,) bool, lut (N, 256) uint8 and saturation
+        (N,) float64, drawn from (seed, epoch, index) exactly as the workers' augmentation draws them."""
+        pairs = [item if isinstance(item, tuple) else (0, item) for item in items]
+        index = self.indices[[int(position) for _, position in pairs]]
+        rows = self._placements_of(pairs, index)
+        out = {"index": torch.from_numpy(np.asarray(index, np.int64))}
+        for key in ("bg", "fg", "flip", "level", "x", "y", "object_depth"):
+            out[key] = torch.tensor([int(p[key][k]) for p, k in rows], dtype=torch.int64)
+        if self.augment is not None:
+            mirror, luts, sats = [], [], []
+            for (epoch, _), sample in zip(pairs, index):
+                rng = np.random.default_rng([self.seed, epoch, int(sample)])
+                mirror.append(bool(pixel_exact_mirror(augment_matrix(rng, self.size, self.augment), self.size)))
+                lut, sat = photometric_draws(rng, self.augment)
+                luts.append(lut)
+                sats.append(sat)
+            out.update(mirror=torch.tensor(mirror), lut=torch.from_numpy(np.stack(luts)),
+                       saturation=torch.tensor(sats, dtype=torch.float64))
+        return out
+
     def __getitems__(self, items: Sequence[int | tuple[int, int]]) -> dict[str, torch.Tensor]:
-        """A whole batch, decoded straight into the batch tensors (in shared memory in a worker)."""
+        """A whole batch, decoded straight into the batch tensors (in shared memory in a worker); with
+        composite_on="device", only its placements (`placement_batch`)."""
+        if self.composite_on == "device":
+            return self.placement_batch(items)
         n, s = len(items), self.size
         pairs = [item if isinstance(item, tuple) else (0, item) for item in items]
         (bg, bg_t), (fg_bg, fg_bg_t) = _batch_array((n, s, s, 3), np.uint8), _batch_array((n, s, s, 3), np.uint8)
@@ -194,15 +238,7 @@ class DepthMaskDataset(Dataset):
         augment = self.augment
         if augment is not None:
             plain = (np.empty((s, s, 3), np.uint8), np.empty((s, s), np.uint8), np.empty((s, s), np.uint16))
-        placements = None
-        if self.recipes:  # the batch's placements at once; per-epoch ones from (seed, epoch, index)
-            epochs = [epoch for epoch, _ in pairs] if self.placements == "per-epoch" else [None]
-            placements = [None] * n
-            for e in dict.fromkeys(epochs):
-                chosen = [j for j, (epoch, _) in enumerate(pairs) if e is None or epoch == e]
-                p = self.reader.placements(index[chosen], e)
-                for k, j in enumerate(chosen):
-                    placements[j] = (p, k)
+        placements = self._placements_of(pairs, index) if self.recipes else None  # the batch's at once
         for j, (epoch, _) in enumerate(pairs):
             sample = int(index[j])
             source = placements[j] if placements is not None else self.reader.record(sample)
@@ -231,6 +267,20 @@ class DepthMaskDataset(Dataset):
             "depth": depth_t.unsqueeze(1),
             "index": index_t,
         }
+
+
+def _check_device_compositing(root: str | Path, recipes: bool, augment: AugmentConfig | None,
+                               camera: CameraEffects | None) -> None:
+    """composite_on="device" composites recipes with the mirror and photometry only (training.device_batches)."""
+    if not recipes:
+        raise DepthmaskError(f"{root}: --composite-on device needs a recipe dataset (dm-build-lmdb --store recipes); "
+                             "a materialised dataset stores its composites")
+    if augment is not None and (augment.min_scale < 1 or augment.max_rotation_deg > 0):
+        raise DepthmaskError("--composite-on device: --augment-scale < 1 and --augment-rotation > 0 are not done on "
+                             "the device; use --composite-on workers for them")
+    if camera is not None and camera.active:
+        raise DepthmaskError("--composite-on device: --jpeg-roundtrip, --sensor-noise and --blur are not done on the "
+                             "device; use --composite-on workers for them")
 
 
 def collate_batches(batch: Any) -> Any:

@@ -23,7 +23,10 @@ from pipeline.recipes import RecipeStore, is_recipe_dataset
 
 from .config import PLACEMENT_MODES
 
-__all__ = ["PLACEMENT_MODES", "RecipeReader", "is_recipe_dataset", "open_reader", "training_data_info"]
+# dm-train --composite-on: where recipe samples are composited (training.device_batches for "device")
+COMPOSITE_ON = ("workers", "device")
+
+__all__ = ["COMPOSITE_ON", "PLACEMENT_MODES", "RecipeReader", "is_recipe_dataset", "open_reader", "training_data_info"]
 
 
 def open_reader(root: str | Path) -> Any:

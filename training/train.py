@@ -39,7 +39,8 @@ from .losses import total_loss
 from .metrics import SegDepthMetrics, constant_results, constant_sums
 from .models import build_model, count_parameters
 from .precision import fast_path_default
-from .recipe_source import open_reader, training_data_info
+from .device_batches import device_compositor
+from .recipe_source import COMPOSITE_ON, open_reader, training_data_info
 from .run_folder import CONFIG_NAME, CURVES_NAME, METRICS_NAME, TENSORBOARD_DIR, open_run_folder, \
     remove_if_only_ours, remove_stale_temporaries
 
@@ -60,6 +61,7 @@ class RuntimeOptions:
     overwrite: bool = False
     init_from: str | None = None  # weights of another run (same architecture) to start from
     multiprocessing_context: str | None = None
+    composite_on: str = "workers"  # recipe datasets: "device" composites the training batches there (device_batches)
     # with resume: the TrainConfig fields the user set, checked against the run's (None: every field but
     # data, output and time_limit_min); a resumed run always continues with its checkpoint's configuration
     resume_checks: tuple[str, ...] | None = None
@@ -70,6 +72,7 @@ class RuntimeOptions:
              and self.workers >= 0, "a whole number >= 0"),
             ("--checkpoint-every-min", self.checkpoint_every_min, number(self.checkpoint_every_min)
              and self.checkpoint_every_min >= 0, "a number of minutes >= 0"),
+            ("--composite-on", self.composite_on, self.composite_on in COMPOSITE_ON, " or ".join(COMPOSITE_ON)),
         ]
         run_checks(checks)
         if self.resume and self.overwrite:
@@ -154,10 +157,11 @@ class _Trainer:
         self.train_set = DepthMaskDataset(self.config.data, "train", size=self.config.size_at(0),
                                           augment=self.config.augment, placements=self.config.placements,
                                           camera=self.config.camera,
-                                          seed=self.config.seed)
+                                          seed=self.config.seed, composite_on=runtime.composite_on)
         self.val_set = self._val_set() if self.config.validate else None
         self._check_batch_size()
         self.normalizer = BatchNormalizer(self.train_set.stats(), dist.device, self.channels_last)
+        self.finish_batch = device_compositor(self.train_set, dist.device)  # identity unless --composite-on device
         self.model = build_model(self.config.model).to(dist.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -412,7 +416,7 @@ class _Trainer:
         return dist_utils.broadcast_flag(stopped, self.dist)
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, int]:
-        b = self.normalizer(batch)
+        b = self.normalizer(self.finish_batch(batch))
         with self.autocast():
             depth, logits = self.net(b["bg"], b["fg_bg"])
         loss, parts = total_loss(depth, logits, b["depth"], b["mask"], self.config.loss)
