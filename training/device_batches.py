@@ -108,8 +108,10 @@ def photometric(images: torch.Tensor, lut: torch.Tensor, saturation: torch.Tenso
     (N,)): the lookup table exactly, OpenCV's fixed-point grey exactly, the blend
     img * sat + grey * (1 - sat) in float32 rounded half to even (cv2.addWeighted's rule; within 1 level)."""
     n = images.shape[0]
-    looked = torch.gather(lut.to(torch.int64), 1, images.reshape(n, -1).to(torch.int64)).view(images.shape)
-    r, g, b = looked[:, 0], looked[:, 1], looked[:, 2]
+    offsets = torch.arange(0, n * 256, 256, device=images.device).view(n, 1, 1, 1)
+    looked = torch.take(lut, images.contiguous().to(torch.int64) + offsets)  # (N, 3, H, W) uint8, NCHW
+    wide = looked.to(torch.int32)
+    r, g, b = wide[:, 0], wide[:, 1], wide[:, 2]
     wr, wg, wb = _GRAY_WEIGHTS
     gray = ((r * wr + g * wg + b * wb + (1 << (_GRAY_SHIFT - 1))) >> _GRAY_SHIFT).unsqueeze(1)
     sat = saturation.to(torch.float32)[:, None, None, None]
