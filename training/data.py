@@ -10,6 +10,10 @@ backgrounds converted and resized once, the background-relative depth box is pas
 the background's depth, and in a worker the batch tensors are allocated in shared memory, so sending
 them to the main process copies nothing. Its values are exactly those of the straightforward decode
 through the reader's codecs, converted to RGB (tests/reference_decode.py, the reference it is tested against).
+A recipe sample is rendered straight into the batch arrays (RecipeReader.render_into: the background's RGB
+pixels copied, the object's box composited in place with compose.py's integer math), exactly
+RecipeStore.render in RGB (tests/test_recipe_loading.py). With composite_on="device" a worker sends only
+the batch's placements and augmentation draws, and training.device_batches composites it on the device.
 
 Determinism: the augmentation of a sample is drawn from (seed, epoch, sample index), so it does not
 depend on the number of workers or on which worker got the sample; the sampler passes the epoch
