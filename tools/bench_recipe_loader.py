@@ -100,8 +100,8 @@ def loader_rows(args: argparse.Namespace) -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         batches, samples = device_rate(args.recipes, args, device, placements="per-epoch")
-        print(f"  recipes, per-epoch, --composite-on device ({device}): {batches:6.1f} batches/s {samples:8.0f} samples/s"
-              f"   {samples / mat:.2f}x materialised")
+        print(f"  recipes, per-epoch, --composite-on device ({device}): {batches:6.1f} batches/s "
+              f"{samples:8.0f} samples/s   {samples / mat:.2f}x materialised")
     if not torch.cuda.is_available():
         print("  --composite-on device on a GPU: unmeasured (no GPU here)")
 

@@ -167,5 +167,5 @@ def composite_placements(assets: CompositeAssets, placements: Mapping[str, np.nd
                            torch.as_tensor(np.asarray(placements["y"], np.int64), device=dev))
 
 
-__all__ = ["CompositeAssets", "all_variants", "possible_variants", "used_variants", "composite_batch", "composite_placements",
-           "divide_by_255_rounded"]
+__all__ = ["CompositeAssets", "all_variants", "possible_variants", "used_variants", "composite_batch",
+           "composite_placements", "divide_by_255_rounded"]

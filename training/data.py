@@ -144,8 +144,8 @@ class DepthMaskDataset(Dataset):
         stored = self.reader.size[0]
         scratch = self._scratch_arrays
         if scratch is None or scratch[0].shape[0] != stored:
-            scratch = self._scratch_arrays = (np.empty((stored, stored, 3), np.uint8),
-                                              np.empty((stored, stored), np.uint8), np.empty((stored, stored), np.uint16))
+            scratch = self._scratch_arrays = (np.empty((stored, stored, 3), np.uint8), np.empty((stored, stored), np.uint8),
+                                              np.empty((stored, stored), np.uint16))
         return scratch
 
     def _render_into(self, p: dict[str, np.ndarray], j: int, fg_bg: np.ndarray, mask: np.ndarray,
@@ -195,7 +195,8 @@ class DepthMaskDataset(Dataset):
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([item]).items()}
 
-    def _placements_of(self, pairs: list[tuple[int, int]], index: np.ndarray) -> list[tuple[dict[str, np.ndarray], int]]:
+    def _placements_of(self, pairs: list[tuple[int, int]],
+                       index: np.ndarray) -> list[tuple[dict[str, np.ndarray], int]]:
         """Per sample of a recipe batch (its placements, its row in them); per-epoch ones from (seed, epoch, index)."""
         epochs = [epoch for epoch, _ in pairs] if self.placements == "per-epoch" else [None]
         placements: list[Any] = [None] * len(pairs)
