@@ -55,6 +55,17 @@ def test_stored_size_equals_the_workers_path(tiny_recipes, placements, one_threa
     assert not torch.equal(augmented["fg_bg"], plain["fg_bg"])  # the augmentation did something
 
 
+def test_depth_scaled_recipes_equal_the_workers_path(tmp_path, one_thread):
+    """Scale levels: the device holds every (cut-out, mirror, level) a per-epoch placement may draw."""
+    root = tmp_path / "data"
+    assert build_recipes(tiny_options(root, placement="depth-scaled"), progress=False, log=lambda m: None).complete
+    items = [(4, p) for p in range(0, 64, 2)]
+    augmented, ours = both_paths(root, items, placements="per-epoch", augment=AugmentConfig())
+    assert torch.equal(augmented["mask"].int(), ours["mask"].int())
+    assert torch.equal(augmented["depth"].int(), ours["depth"].int())
+    assert all(differences(augmented, ours, field)[0] <= 1 for field in ("bg", "fg_bg"))
+
+
 def test_a_smaller_size_is_close_to_the_workers_resize(tiny_recipes, one_thread):
     size = 104  # 192 / 104: not a whole factor, the general area resampling
     plain, ours = both_paths(tiny_recipes, list(range(0, 64, 4)), size=size)
