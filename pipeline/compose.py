@@ -4,7 +4,7 @@ All integer arithmetic, so results are identical on every machine and with any n
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -61,18 +61,36 @@ def divide_by_255_rounded(values: np.ndarray) -> np.ndarray:
 def composite(bg: np.ndarray, fg: PreparedForeground, x: int, y: int) -> np.ndarray:
     """fg alpha-blended onto a copy of bg with its top-left corner at (x, y); must fit inside bg."""
     out = bg.copy()
-    roi = out[y : y + fg.height, x : x + fg.width]
+    composite_into(out, fg, x, y)
+    return out
+
+
+def composite_into(image: np.ndarray, fg: PreparedForeground, x: int, y: int) -> np.ndarray:
+    """composite() in place: only the object's box of `image` is read and rewritten (its one temporary is
+    box-sized). Returns `image`."""
+    roi = image[y : y + fg.height, x : x + fg.width]
     blended = roi.astype(np.uint16)
     blended *= fg.inverse_alpha
     blended += fg.premultiplied
     roi[...] = divide_by_255_rounded(blended)
-    return out
+    return image
+
+
+def swap_channels(fg: PreparedForeground) -> PreparedForeground:
+    """The same cut-out for images in the other channel order (BGR <-> RGB): composite / composite_into
+    of an RGB background with it give exactly the BGR results with their channels reversed."""
+    return replace(fg, premultiplied=np.ascontiguousarray(fg.premultiplied[:, :, ::-1]))
 
 
 def paste_mask(size: tuple[int, int], fg: PreparedForeground, x: int, y: int) -> np.ndarray:
     """Binary uint8 mask (0 / 255) of the object, from its alpha."""
-    mask = np.zeros(size, np.uint8)
-    mask[y : y + fg.height, x : x + fg.width][fg.mask] = MASK_ON
+    return paste_mask_into(np.zeros(size, np.uint8), fg, x, y)
+
+
+def paste_mask_into(mask: np.ndarray, fg: PreparedForeground, x: int, y: int, on: int = MASK_ON) -> np.ndarray:
+    """paste_mask() into an array the caller has cleared: `on` (MASK_ON, or 1 for a 0 / 1 mask) on the
+    object's pixels. Returns `mask`."""
+    mask[y : y + fg.height, x : x + fg.width][fg.mask] = on
     return mask
 
 
@@ -87,7 +105,13 @@ def object_depth(bg_depth: np.ndarray, fg: PreparedForeground, x: int, y: int) -
 def paste_depth(bg_depth: np.ndarray, fg: PreparedForeground, x: int, y: int, value: int | None = None) -> np.ndarray:
     """The scene's depth with the object: the background depth, and the object's depth on its mask."""
     depth = bg_depth.copy()
-    depth[y : y + fg.height, x : x + fg.width][fg.mask] = object_depth(bg_depth, fg, x, y) if value is None else value
+    return paste_depth_into(depth, fg, x, y, object_depth(bg_depth, fg, x, y) if value is None else value)
+
+
+def paste_depth_into(depth: np.ndarray, fg: PreparedForeground, x: int, y: int, value: int) -> np.ndarray:
+    """paste_depth() in place on a copy of the background's depth the caller made: `value` (the object's
+    depth, object_depth()) on the object's pixels. Returns `depth`."""
+    depth[y : y + fg.height, x : x + fg.width][fg.mask] = value
     return depth
 
 

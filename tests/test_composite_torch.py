@@ -11,7 +11,8 @@ import torch
 from pipeline.build import BuildOptions
 from pipeline.recipe_build import build_recipes
 from pipeline.recipes import RecipeStore
-from training.composite_torch import CompositeAssets, all_variants, composite_placements, divide_by_255_rounded
+from training.composite_torch import CompositeAssets, all_variants, composite_placements, divide_by_255_rounded, \
+    possible_variants, used_variants
 from pipeline.compose import divide_by_255_rounded as numpy_divide
 
 from conftest import tiny_options
@@ -50,3 +51,18 @@ def test_a_missing_variant_is_named(store):
     assets = CompositeAssets.build(store.backgrounds, {(0, False, 0): store.foregrounds[0]})
     with pytest.raises(KeyError, match=r"\(1, False, 0\)"):
         assets.variant_rows(np.array([1]), np.array([False]))
+
+
+@pytest.mark.parametrize("placement", ["fixed", "depth-scaled"])
+def test_possible_variants_cover_every_placement(tmp_path, placement):
+    """What --composite-on device builds on the device: every variant the stored and per-epoch placements use."""
+    root = tmp_path / "data"
+    assert build_recipes(tiny_options(root, placement=placement), progress=False, log=lambda m: None).complete
+    store = RecipeStore.open(root)
+    index = np.arange(len(store))
+    used = used_variants([store.placements(index, e) for e in (None, 0, 1, 2, 7)], store.foreground_at)
+    possible = possible_variants(store)
+    assert set(used) <= set(possible)
+    assert all(np.array_equal(possible[k], used[k]) for k in used)
+    if placement == "depth-scaled":
+        assert len({k[2] for k in possible}) > 1

@@ -112,3 +112,29 @@ def test_camera_effects_are_deterministic_and_checked():
     for bad in ({"jpeg_quality": (0, 90)}, {"noise_std": -1.0}, {"blur_sigma": 9.0}):
         with pytest.raises(ValueError):
             CameraEffects(**bad)
+
+
+@pytest.mark.parametrize("placements", ["fixed", "per-epoch"])
+@pytest.mark.parametrize("smaller", [False, True])
+def test_samples_rendered_into_the_batch_equal_the_store_render(tiny_recipes, placements, smaller):
+    """The loader's in-place rendering (RGB background copy + the object's box) equals RecipeStore.render
+    converted to RGB, field by field; at a smaller size, that render area-resized (the mask as 0 / 1)."""
+    import cv2
+
+    store = RecipeStore.open(tiny_recipes)
+    stored = store.size[0]
+    size = stored // 2 + 8 if smaller else stored  # not a whole factor: the general area resize
+    dataset = DepthMaskDataset(tiny_recipes, "all", size=size, placements=placements)
+    epoch = 3 if placements == "per-epoch" else None
+    items = [(3, p) for p in range(len(dataset))]
+    batch = dataset.__getitems__(items)
+
+    def fit(a):
+        return a if a.shape[0] == size else cv2.resize(a, (size, size), interpolation=cv2.INTER_AREA)
+
+    for j in range(len(dataset)):
+        want = store.render(int(dataset.indices[j]), epoch)
+        assert np.array_equal(batch["fg_bg"][j].permute(1, 2, 0).numpy(), fit(want["fg_bg"][:, :, ::-1].copy())), j
+        assert np.array_equal(batch["bg"][j].permute(1, 2, 0).numpy(), fit(want["bg"])[:, :, ::-1]), j
+        assert np.array_equal(batch["mask"][j, 0].numpy(), fit((want["mask"] >= 128).astype(np.uint8))), j
+        assert np.array_equal(batch["depth"][j, 0].numpy(), fit(want["depth"])), j

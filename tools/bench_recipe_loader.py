@@ -6,8 +6,12 @@ and the batched torch compositor's samples/s.
 Both through DepthMaskDataset + make_loader (train split, the default augmentation: the mirror), delivered
 batches counted after a warm-up batch (worker start-up, which reads every asset, excluded). Recipes: the
 workers composite each sample from the assets (compose.py); materialised: they decode the stored JPEG/PNGs.
-Then composite_torch on this machine's CPU (one and two threads) from the recipes' stored placements;
-a GPU, when there is one, is measured as well (otherwise stated unmeasured).
+Then dm-train --composite-on device's path: the same loader with the workers sending only placements and
+augmentation draws, each delivered batch composited, resized and augmented by training.device_batches in
+this process (on the CPU here, batches/s and samples/s; on CUDA as well when there is one, synchronised
+per batch as a training step would be). Then composite_torch alone on this machine's CPU (one and two
+threads) from the recipes' stored placements; a GPU, when there is one, is measured as well (otherwise
+stated unmeasured).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from pipeline.options import DEFAULT_SIZE  # noqa: E402
 from training.augment import AugmentConfig  # noqa: E402
 from training.composite_torch import CompositeAssets, all_variants, composite_placements, used_variants  # noqa: E402
 from training.data import DepthMaskDataset, make_loader  # noqa: E402
+from training.device_batches import DeviceCompositor  # noqa: E402
 
 
 def loader_rate(root: Path, args: argparse.Namespace, **options) -> float:
@@ -42,6 +47,30 @@ def loader_rate(root: Path, args: argparse.Namespace, **options) -> float:
     rate = count / (time.perf_counter() - start)
     del it, loader
     return rate
+
+
+def device_rate(root: Path, args: argparse.Namespace, device: str, **options) -> tuple[float, float]:
+    """(batches/s, samples/s) delivered with --composite-on device: the loader's placement batches finished on
+    `device` (the assets built there first, not timed)."""
+    dataset = DepthMaskDataset(root, "train", size=args.size, augment=AugmentConfig(), composite_on="device",
+                               **options)
+    finish = DeviceCompositor(dataset, device).finish
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    loader = make_loader(dataset, batch_size=args.batch_size, shuffle=True, workers=args.workers,
+                         pin_memory=device.startswith("cuda"))
+    loader.sampler.limit = args.samples
+    it = iter(loader)
+    finish(next(it))
+    sync()
+    batches, count, start = 0, 0, time.perf_counter()
+    for batch in it:
+        out = finish(batch)
+        sync()
+        batches += 1
+        count += out["fg_bg"].shape[0]
+    elapsed = time.perf_counter() - start
+    del it, loader
+    return batches / elapsed, count / elapsed
 
 
 def composite_rate(store: RecipeStore, device: str, batch: int, batches: int) -> float:
@@ -69,6 +98,13 @@ def loader_rows(args: argparse.Namespace) -> None:
     print(f"  materialised (decode JPEG/PNG)            {mat:8.0f} samples/s")
     print(f"  recipes, fixed placements (composite)     {rec:8.0f} samples/s   {rec / mat:.2f}x materialised")
     print(f"  recipes, per-epoch placements             {per_epoch:8.0f} samples/s   {per_epoch / mat:.2f}x materialised")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        batches, samples = device_rate(args.recipes, args, device, placements="per-epoch")
+        print(f"  recipes, per-epoch, --composite-on device ({device}): {batches:6.1f} batches/s "
+              f"{samples:8.0f} samples/s   {samples / mat:.2f}x materialised")
+    if not torch.cuda.is_available():
+        print("  --composite-on device on a GPU: unmeasured (no GPU here)")
 
 
 def main() -> None:

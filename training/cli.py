@@ -24,6 +24,7 @@ from .config import BEST_METRICS, LR_SCHEDULES, OPTIMIZERS, PLACEMENT_MODES, Tra
 from .config_errors import ConfigValueError
 from .loss_config import DEPTH_LOSSES, LossConfig
 from .model_config import ARCHITECTURE_NAMES, ModelConfig
+from .recipe_source import COMPOSITE_ON
 
 _DEFAULT_ARCH = ModelConfig().depth_arch
 _DEFAULT_MASK_ARCH = ModelConfig().mask_arch
@@ -137,6 +138,12 @@ def _given_config_fields(ctx: click.Context) -> tuple[str, ...]:
                    "total training time over all its sessions: a run resumed after 20 of --time-limit-min 30 "
                    "trains 10 more.")
 @click.option("--workers", type=int, default=2, help="DataLoader worker processes.")
+@click.option("--composite-on", type=click.Choice(COMPOSITE_ON), default="workers",
+              help="Recipe datasets: where training samples are composited. device: the workers send only the "
+                   "placements and the batch is composited on --device (assets held there), resized there (area "
+                   "resampling, within a grey level of the workers' cv2 resize) and mirrored / photometrically "
+                   "augmented there; refused on a materialised dataset and with --augment-scale < 1, "
+                   "--augment-rotation > 0, --jpeg-roundtrip, --sensor-noise or --blur.")
 @click.option("--device", default="auto", callback=_device, help="auto, cpu, cuda or cuda:N.")
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile the model.")
 @click.option("--amp/--no-amp", default=None,
@@ -162,7 +169,7 @@ def train_command(ctx: click.Context, data: Path, output: Path, depth_arch: str,
                   channels_last: bool | None, checkpoint_every_min: float, resume: bool, overwrite: bool,
                   init_from: Path | None, progress: bool, augment: bool, augment_scale: float,
                   augment_rotation: float, no_val: bool, jpeg_roundtrip: str | None, sensor_noise: float,
-                  blur: float, **options) -> None:
+                  blur: float, composite_on: str, **options) -> None:
     """Train the depth and mask networks on the dataset in DATA (built by dm-build-lmdb).
 
     Under torchrun (e.g. torchrun --nproc-per-node 8 -m training.cli ...), every process trains on
@@ -187,7 +194,7 @@ def train_command(ctx: click.Context, data: Path, output: Path, depth_arch: str,
     runtime = RuntimeOptions(workers=workers, device=device, compile=use_compile, amp=amp, channels_last=channels_last,
                              checkpoint_every_min=checkpoint_every_min, progress=progress, resume=resume,
                              overwrite=overwrite, init_from=str(init_from) if init_from else None,
-                             resume_checks=_given_config_fields(ctx))
+                             resume_checks=_given_config_fields(ctx), composite_on=composite_on)
     metrics = train(config, runtime)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, one report (rank 0's)
         return

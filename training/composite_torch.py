@@ -94,6 +94,23 @@ def all_variants(foregrounds: Sequence[np.ndarray], flip: bool) -> dict[Foregrou
     return {(f, m, 0): bgra for f, bgra in enumerate(foregrounds) for m in ((False, True) if flip else (False,))}
 
 
+def possible_variants(store) -> dict[ForegroundKey, np.ndarray]:
+    """Every (fg, flip, level) variant any placement of a RecipeStore can use, stored or per-epoch: both
+    mirrorings when the plan flips, and for depth-scaled layouts every level from the cut-out's lowest
+    (placement.lowest_level) to LEVEL_MAX; each the un-mirrored BGRA cut-out at its level."""
+    from pipeline.placement import LEVEL_MAX, lowest_level
+
+    flips = (False, True) if store.plan.flip else (False,)
+    out = {}
+    for f, bgra in enumerate(store.foregrounds):
+        levels = range(lowest_level(bgra.shape[1], bgra.shape[0]), LEVEL_MAX + 1) \
+            if store.placement == "depth-scaled" else (0,)
+        for k in levels:
+            cut = store.foreground_at(f, k)
+            out.update({(f, m, k): cut for m in flips})
+    return out
+
+
 def used_variants(placements: Sequence[Mapping[str, np.ndarray]],
                   foreground_at: Callable[[int, int], np.ndarray]) -> dict[ForegroundKey, np.ndarray]:
     """The (fg, flip, level) variants some placements use (depth-scaled layouts draw scale levels), each
@@ -150,5 +167,5 @@ def composite_placements(assets: CompositeAssets, placements: Mapping[str, np.nd
                            torch.as_tensor(np.asarray(placements["y"], np.int64), device=dev))
 
 
-__all__ = ["CompositeAssets", "all_variants", "used_variants", "composite_batch", "composite_placements",
-           "divide_by_255_rounded"]
+__all__ = ["CompositeAssets", "all_variants", "possible_variants", "used_variants", "composite_batch",
+           "composite_placements", "divide_by_255_rounded"]

@@ -10,6 +10,10 @@ backgrounds converted and resized once, the background-relative depth box is pas
 the background's depth, and in a worker the batch tensors are allocated in shared memory, so sending
 them to the main process copies nothing. Its values are exactly those of the straightforward decode
 through the reader's codecs, converted to RGB (tests/reference_decode.py, the reference it is tested against).
+A recipe sample is rendered straight into the batch arrays (RecipeReader.render_into: the background's RGB
+pixels copied, the object's box composited in place with compose.py's integer math), exactly
+RecipeStore.render in RGB (tests/test_recipe_loading.py). With composite_on="device" a worker sends only
+the batch's placements and augmentation draws, and training.device_batches composites it on the device.
 
 Determinism: the augmentation of a sample is drawn from (seed, epoch, sample index), so it does not
 depend on the number of workers or on which worker got the sample; the sampler passes the epoch
@@ -30,9 +34,9 @@ from pipeline import DatasetReader, DepthmaskError
 
 from .augment import AugmentConfig
 from .camera_effects import CameraEffects, apply_camera_effects
-from .recipe_source import PLACEMENT_MODES, RecipeReader, is_recipe_dataset
+from .recipe_source import COMPOSITE_ON, PLACEMENT_MODES, RecipeReader, is_recipe_dataset
 from .sampler import EpochSampler
-from .transforms import augment_matrix, photometric, warp_sample
+from .transforms import augment_matrix, photometric, photometric_draws, pixel_exact_mirror, warp_sample
 
 __all__ = ["DatasetLoader", "DepthMaskDataset", "collate_batches", "decode_reduction", "make_loader"]
 
@@ -68,12 +72,20 @@ class DepthMaskDataset(Dataset):
     Items: bg, fg_bg (3, H, W) uint8 RGB; mask (1, H, W) uint8 in {0, 1}; depth (1, H, W) uint16 with
     normalised depth = value / 65535. `BatchNormalizer` turns a batch into normalised float tensors.
     Indexing takes a sample position or (epoch, position) pairs (see `EpochSampler`).
+
+    composite_on="device" (recipe datasets): a batch is only its placements and augmentation draws
+    (`placement_batch`), composited where it is used by training.device_batches.DeviceCompositor.
     """
 
     def __init__(self, root: str | Path, split: str = "train", *, size: int | None = None,
                  augment: AugmentConfig | None = None, seed: int = 0, placements: str = "fixed",
-                 camera: CameraEffects | None = None):
+                 camera: CameraEffects | None = None, composite_on: str = "workers"):
         self.recipes = is_recipe_dataset(root)
+        if composite_on not in COMPOSITE_ON:
+            raise DepthmaskError(f"--composite-on: expected one of {', '.join(COMPOSITE_ON)}, got {composite_on!r}")
+        if composite_on == "device":
+            _check_device_compositing(root, self.recipes, augment, camera)
+        self.composite_on = composite_on
         if placements not in PLACEMENT_MODES:
             raise DepthmaskError(f"--placements: expected one of {', '.join(PLACEMENT_MODES)}, got {placements!r}")
         if placements != "fixed" and not self.recipes:
@@ -95,7 +107,7 @@ class DepthMaskDataset(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_bg_cache"] = {}
+        state["_bg_cache"], state["_scratch_arrays"] = {}, None
         return state
 
     def set_size(self, size: int) -> None:
@@ -106,6 +118,7 @@ class DepthMaskDataset(Dataset):
         self.size = int(size)
         self._reduce = decode_reduction(stored, self.size)
         self._bg_cache = {}
+        self._scratch_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def stats(self) -> dict[str, Any]:
         """Normalisation statistics: the training split's (falls back to the whole dataset's)."""
@@ -122,31 +135,42 @@ class DepthMaskDataset(Dataset):
             entry = self._bg_cache[bg_index] = (cv2.cvtColor(image, cv2.COLOR_BGR2RGB), depth)
         return entry
 
-    def _fit_into(self, fg: np.ndarray, stored_mask: np.ndarray, full: np.ndarray, fg_bg: np.ndarray,
-                  mask: np.ndarray, depth: np.ndarray) -> None:
-        """A rendered recipe sample (fg RGB, mask 0/255, depth, stored size) into the batch arrays at the
-        output size, resized as _decode_into resizes a record's."""
+    def _scratch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(fg_bg, mask, depth) arrays at the stored size, reused by every recipe sample rendered at a smaller
+        output size (made once per process)."""
+        stored = self.reader.size[0]
+        scratch = self._scratch_arrays
+        if scratch is None or scratch[0].shape[0] != stored:
+            scratch = self._scratch_arrays = (np.empty((stored, stored, 3), np.uint8), np.empty((stored, stored), np.uint8),
+                                              np.empty((stored, stored), np.uint16))
+        return scratch
+
+    def _render_into(self, p: dict[str, np.ndarray], j: int, fg_bg: np.ndarray, mask: np.ndarray,
+                     depth: np.ndarray) -> None:
+        """Recipe sample j of placements `p` into the given arrays at the output size: rendered in place at the
+        stored size (RecipeReader.render_into), else into scratch arrays area-resized as _decode_into resizes
+        a record's (the 0 / 1 mask stays 0 / 1)."""
         s = self.size
-        if fg.shape[0] == s:
-            np.copyto(fg_bg, fg)
+        if self.reader.size[0] == s:
+            self.reader.render_into(p, j, fg_bg, mask, depth)
+            return
+        full_fg, full_mask, full_depth = self._scratch()
+        self.reader.render_into(p, j, full_fg, full_mask, full_depth)
+        cv2.resize(full_fg, (s, s), dst=fg_bg, interpolation=cv2.INTER_AREA)
+        cv2.resize(full_mask, (s, s), dst=mask, interpolation=cv2.INTER_AREA)
+        cv2.resize(full_depth, (s, s), dst=depth, interpolation=cv2.INTER_AREA)
+
+    def _sample_into(self, source: Any, fg_bg: np.ndarray, mask: np.ndarray, depth: np.ndarray) -> None:
+        """A sample's fg_bg, mask and depth, unaugmented at the output size: a recipe sample ((placements,
+        row)) rendered, a materialised record decoded."""
+        if isinstance(source, tuple):
+            self._render_into(*source, fg_bg, mask, depth)
         else:
-            cv2.resize(fg, (s, s), dst=fg_bg, interpolation=cv2.INTER_AREA)
-        if stored_mask.shape[0] == s:
-            np.greater_equal(stored_mask, 128, out=mask.view(np.bool_))
-        else:
-            cv2.resize((stored_mask >= 128).view(np.uint8), (s, s), dst=mask, interpolation=cv2.INTER_AREA)
-        if full.shape[0] == s:
-            np.copyto(depth, full)
-        else:
-            cv2.resize(full, (s, s), dst=depth, interpolation=cv2.INTER_AREA)
+            self._decode_into(source, fg_bg, mask, depth)
 
     def _decode_into(self, record: dict[str, Any], fg_bg: np.ndarray, mask: np.ndarray, depth: np.ndarray) -> None:
         """A record's fg_bg (RGB), mask (0/1) and depth, unaugmented at the output size, into the given
         arrays: the codecs' decode, area-resized (the mask re-binarised), in fewer passes and copies."""
-        if "rendered" in record:  # a recipe sample
-            b, fg, stored_mask, full = record["rendered"]
-            self._fit_into(cv2.cvtColor(fg, cv2.COLOR_BGR2RGB), stored_mask, full, fg_bg, mask, depth)
-            return
         s = self.size
         codecs = self.reader.codecs
         fg = codecs.fg_bg.decode(record["fg_bg"], self._reduce, rgb=True)
@@ -168,8 +192,45 @@ class DepthMaskDataset(Dataset):
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([item]).items()}
 
+    def _placements_of(self, pairs: list[tuple[int, int]],
+                       index: np.ndarray) -> list[tuple[dict[str, np.ndarray], int]]:
+        """Per sample of a recipe batch (its placements, its row in them); per-epoch ones from (seed, epoch, index)."""
+        epochs = [epoch for epoch, _ in pairs] if self.placements == "per-epoch" else [None]
+        placements: list[Any] = [None] * len(pairs)
+        for e in dict.fromkeys(epochs):
+            chosen = [j for j, (epoch, _) in enumerate(pairs) if e is None or epoch == e]
+            p = self.reader.placements(index[chosen], e)
+            for k, j in enumerate(chosen):
+                placements[j] = (p, k)
+        return placements
+
+    def placement_batch(self, items: Sequence[int | tuple[int, int]]) -> dict[str, torch.Tensor]:
+        """A recipe batch as what composites it (composite_on="device"): index, bg, fg, flip, level, x, y,
+        object_depth (N,) int64; with augmentation also mirror (N,) bool, lut (N, 256) uint8 and saturation
+        (N,) float64, drawn from (seed, epoch, index) exactly as the workers' augmentation draws them."""
+        pairs = [item if isinstance(item, tuple) else (0, item) for item in items]
+        index = self.indices[[int(position) for _, position in pairs]]
+        rows = self._placements_of(pairs, index)
+        out = {"index": torch.from_numpy(np.asarray(index, np.int64))}
+        for key in ("bg", "fg", "flip", "level", "x", "y", "object_depth"):
+            out[key] = torch.tensor([int(p[key][k]) for p, k in rows], dtype=torch.int64)
+        if self.augment is not None:
+            mirror, luts, sats = [], [], []
+            for (epoch, _), sample in zip(pairs, index):
+                rng = np.random.default_rng([self.seed, epoch, int(sample)])
+                mirror.append(bool(pixel_exact_mirror(augment_matrix(rng, self.size, self.augment), self.size)))
+                lut, sat = photometric_draws(rng, self.augment)
+                luts.append(lut)
+                sats.append(sat)
+            out.update(mirror=torch.tensor(mirror), lut=torch.from_numpy(np.stack(luts)),
+                       saturation=torch.tensor(sats, dtype=torch.float64))
+        return out
+
     def __getitems__(self, items: Sequence[int | tuple[int, int]]) -> dict[str, torch.Tensor]:
-        """A whole batch, decoded straight into the batch tensors (in shared memory in a worker)."""
+        """A whole batch, decoded straight into the batch tensors (in shared memory in a worker); with
+        composite_on="device", only its placements (`placement_batch`)."""
+        if self.composite_on == "device":
+            return self.placement_batch(items)
         n, s = len(items), self.size
         pairs = [item if isinstance(item, tuple) else (0, item) for item in items]
         (bg, bg_t), (fg_bg, fg_bg_t) = _batch_array((n, s, s, 3), np.uint8), _batch_array((n, s, s, 3), np.uint8)
@@ -179,24 +240,18 @@ class DepthMaskDataset(Dataset):
         augment = self.augment
         if augment is not None:
             plain = (np.empty((s, s, 3), np.uint8), np.empty((s, s), np.uint8), np.empty((s, s), np.uint16))
-        rendered = None
-        if self.recipes:  # the batch's placements at once; per-epoch ones from (seed, epoch, index)
-            epochs = {epoch for epoch, _ in pairs} if self.placements == "per-epoch" else {None}
-            rendered = {}
-            for e in epochs:
-                chosen = [j for j, (epoch, _) in enumerate(pairs) if e is None or epoch == e]
-                for j, sample_out in zip(chosen, self.reader.render_batch(index[chosen], e)):
-                    rendered[j] = {"bg": sample_out[0], "rendered": sample_out}
+        placements = self._placements_of(pairs, index) if self.recipes else None  # the batch's at once
         for j, (epoch, _) in enumerate(pairs):
             sample = int(index[j])
-            record = rendered[j] if rendered is not None else self.reader.record(sample)
+            source = placements[j] if placements is not None else self.reader.record(sample)
+            bg_index = int(source[0]["bg"][source[1]]) if placements is not None else int(source["bg"])
             try:
-                bg_image = self._background(int(record["bg"]))[0]
+                bg_image = self._background(bg_index)[0]
                 if augment is None:
                     np.copyto(bg[j], bg_image)
-                    self._decode_into(record, fg_bg[j], mask[j], depth[j])
+                    self._sample_into(source, fg_bg[j], mask[j], depth[j])
                 else:  # the geometry, then the photometry, from one generator
-                    self._decode_into(record, *plain)
+                    self._sample_into(source, *plain)
                     rng = np.random.default_rng([self.seed, epoch, sample])
                     m = augment_matrix(rng, s, augment)
                     warp_sample(m, bg_image, *plain, s, out=(bg[j], fg_bg[j], mask[j], depth[j]))
@@ -214,6 +269,20 @@ class DepthMaskDataset(Dataset):
             "depth": depth_t.unsqueeze(1),
             "index": index_t,
         }
+
+
+def _check_device_compositing(root: str | Path, recipes: bool, augment: AugmentConfig | None,
+                               camera: CameraEffects | None) -> None:
+    """composite_on="device" composites recipes with the mirror and photometry only (training.device_batches)."""
+    if not recipes:
+        raise DepthmaskError(f"{root}: --composite-on device needs a recipe dataset (dm-build-lmdb --store recipes); "
+                             "a materialised dataset stores its composites")
+    if augment is not None and (augment.min_scale < 1 or augment.max_rotation_deg > 0):
+        raise DepthmaskError("--composite-on device: --augment-scale < 1 and --augment-rotation > 0 are not done on "
+                             "the device; use --composite-on workers for them")
+    if camera is not None and camera.active:
+        raise DepthmaskError("--composite-on device: --jpeg-roundtrip, --sensor-noise and --blur are not done on the "
+                             "device; use --composite-on workers for them")
 
 
 def collate_batches(batch: Any) -> Any:

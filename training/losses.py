@@ -12,7 +12,6 @@ vs 0.0572, docs/benchmarks.md).
 from __future__ import annotations
 
 import contextlib
-import math
 
 import torch
 import torch.nn.functional as F

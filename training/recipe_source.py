@@ -2,8 +2,11 @@
 
 `RecipeReader` answers what the loader asks a DatasetReader (size, statistics, split indices, a
 background's network input and depth, how to name a sample, whether the dataset changed) and, in
-place of stored records, renders a batch of samples at the stored size: the composite before any
-JPEG, the mask and the depth, exactly RecipeStore.render's (compose.py's integer math).
+place of stored records, gives a batch's placements and renders one sample straight into arrays the
+caller gives (`render_into`): the composite before any JPEG in RGB, the mask 0 / 1 and the depth at
+the stored size, exactly RecipeStore.render's (compose.py's integer math) with the channels reversed
+and the mask divided by 255. Per process it keeps each background's lossless pixels in RGB and each
+cut-out variant pre-multiplied in RGB, so a sample is a copy of the background plus the object's box.
 """
 from __future__ import annotations
 
@@ -13,13 +16,17 @@ from typing import Any
 import numpy as np
 
 from pipeline import DepthmaskError
-from pipeline.compose import composite, paste_depth, paste_mask
+from pipeline.compose import PreparedForeground, composite_into, paste_depth_into, paste_mask_into, \
+    swap_channels
 from pipeline.format import MANIFEST_NAME
 from pipeline.recipes import RecipeStore, is_recipe_dataset
 
 from .config import PLACEMENT_MODES
 
-__all__ = ["PLACEMENT_MODES", "RecipeReader", "is_recipe_dataset", "open_reader", "training_data_info"]
+# dm-train --composite-on: where recipe samples are composited (training.device_batches for "device")
+COMPOSITE_ON = ("workers", "device")
+
+__all__ = ["COMPOSITE_ON", "PLACEMENT_MODES", "RecipeReader", "is_recipe_dataset", "open_reader", "training_data_info"]
 
 
 def open_reader(root: str | Path) -> Any:
@@ -56,6 +63,13 @@ class RecipeReader:
         self.store = RecipeStore.open(self.root)
         self.manifest = self.store.manifest
         self._digest = (self.root / MANIFEST_NAME).read_bytes()
+        self._pixels_rgb: dict[int, np.ndarray] = {}
+        self._variants_rgb: dict[tuple[int, bool, int], PreparedForeground] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()  # the store drops its arrays itself; the RGB caches are made again
+        state["_pixels_rgb"], state["_variants_rgb"] = {}, {}
+        return state
 
     def __len__(self) -> int:
         return len(self.store)
@@ -93,18 +107,38 @@ class RecipeReader:
             raise DepthmaskError(f"{self.root}: the dataset changed while it was being read ({MANIFEST_NAME} was "
                                  "replaced or removed); start the run again")
 
-    def render_batch(self, indices: np.ndarray, epoch: int | None) -> list[tuple[int, np.ndarray, np.ndarray,
-                                                                               np.ndarray]]:
-        """Per sample (bg index, fg_bg BGR uint8 before JPEG, mask uint8 0 / 255, depth uint16) at the stored
-        size; epoch None: the stored placements, else per-epoch ones (held-out splits keep theirs)."""
-        store = self.store
-        p = store.placements(indices, epoch)
-        levels = p.get("level", np.zeros(len(p["bg"]), np.int64))
-        out = []
-        for b, f, m, k, x, y, d in zip(p["bg"], p["fg"], p["flip"], levels, p["x"], p["y"], p["object_depth"]):
-            image, _, bg_depth = store.backgrounds[int(b)]
-            fg = store.prepared(int(f), bool(m), int(k))
-            x, y = int(x), int(y)
-            out.append((int(b), composite(image, fg, x, y), paste_mask(image.shape[:2], fg, x, y),
-                        paste_depth(bg_depth, fg, x, y, int(d))))
-        return out
+    def placements(self, indices: np.ndarray, epoch: int | None) -> dict[str, np.ndarray]:
+        """RecipeStore.placements: epoch None the stored placements, else per-epoch ones (held-out splits keep
+        theirs); `level` always present (0 for fixed placements)."""
+        p = self.store.placements(indices, epoch)
+        p.setdefault("level", np.zeros(len(p["bg"]), np.int64))
+        return p
+
+    def background_pixels_rgb(self, index: int) -> np.ndarray:
+        """The lossless pixels background `index`'s composites are made of, RGB, made once per process."""
+        pixels = self._pixels_rgb.get(index)
+        if pixels is None:
+            pixels = self._pixels_rgb[index] = np.ascontiguousarray(self.store.backgrounds[index][0][:, :, ::-1])
+        return pixels
+
+    def variant_rgb(self, fg: int, flip: bool, level: int) -> PreparedForeground:
+        """The pre-multiplied cut-out (RecipeStore.prepared) for RGB images, made once per process."""
+        key = (fg, flip, level)
+        variant = self._variants_rgb.get(key)
+        if variant is None:
+            variant = self._variants_rgb[key] = swap_channels(self.store.prepared(fg, flip, level))
+        return variant
+
+    def render_into(self, p: dict[str, np.ndarray], j: int, fg_bg: np.ndarray, mask: np.ndarray,
+                    depth: np.ndarray) -> None:
+        """Sample j of placements `p` at the stored size into fg_bg (H, W, 3) uint8 RGB (the composite before
+        JPEG), mask (H, W) uint8 0 / 1 and depth (H, W) uint16: the background copied, the object's box
+        composited in place (compose's integer math), no other temporaries."""
+        b, x, y = int(p["bg"][j]), int(p["x"][j]), int(p["y"][j])
+        fg = self.variant_rgb(int(p["fg"][j]), bool(p["flip"][j]), int(p["level"][j]))
+        np.copyto(fg_bg, self.background_pixels_rgb(b))
+        composite_into(fg_bg, fg, x, y)
+        mask.fill(0)
+        paste_mask_into(mask, fg, x, y, on=1)
+        np.copyto(depth, self.store.backgrounds[b][2])
+        paste_depth_into(depth, fg, x, y, int(p["object_depth"][j]))

@@ -45,7 +45,8 @@ from .losses import total_loss
 from .metrics import SegDepthMetrics, constant_results, constant_sums
 from .models import build_model, count_parameters
 from .precision import fast_path_default
-from .recipe_source import open_reader, training_data_info
+from .device_batches import device_compositor
+from .recipe_source import COMPOSITE_ON, open_reader, training_data_info
 from .run_folder import CONFIG_NAME, CURVES_NAME, METRICS_NAME, TENSORBOARD_DIR, open_run_folder, \
     remove_if_only_ours, remove_stale_temporaries
 
@@ -66,6 +67,7 @@ class RuntimeOptions:
     overwrite: bool = False
     init_from: str | None = None  # weights of another run (same architecture) to start from
     multiprocessing_context: str | None = None
+    composite_on: str = "workers"  # recipe datasets: "device" composites the training batches there (device_batches)
     # with resume: the TrainConfig fields the user set, checked against the run's (None: every field but
     # data, output and time_limit_min); a resumed run always continues with its checkpoint's configuration
     resume_checks: tuple[str, ...] | None = None
@@ -76,6 +78,7 @@ class RuntimeOptions:
              and self.workers >= 0, "a whole number >= 0"),
             ("--checkpoint-every-min", self.checkpoint_every_min, number(self.checkpoint_every_min)
              and self.checkpoint_every_min >= 0, "a number of minutes >= 0"),
+            ("--composite-on", self.composite_on, self.composite_on in COMPOSITE_ON, " or ".join(COMPOSITE_ON)),
         ]
         run_checks(checks)
         if self.resume and self.overwrite:
@@ -184,10 +187,12 @@ class _Trainer:
         _check_schedule(self.config)
         self.train_set = DepthMaskDataset(self.config.data, "train", size=self.config.size_at(0),
                                           augment=self.config.augment, placements=self.config.placements,
-                                          camera=self.config.camera, seed=self.config.seed)
+                                          camera=self.config.camera, seed=self.config.seed,
+                                          composite_on=runtime.composite_on)
         self.val_set = _val_set(self.config, self.train_set) if self.config.validate else None
         self._check_batch_size()
         self.normalizer = BatchNormalizer(self.train_set.stats(), dist.device, self.channels_last)
+        self.finish_batch = device_compositor(self.train_set, dist.device)  # identity unless --composite-on device
         self.model = build_model(self.config.model).to(dist.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -349,7 +354,7 @@ class _Trainer:
         return dist_utils.broadcast_flag(stopped, self.dist)
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, int]:
-        b = self.inputs(batch)
+        b = self.inputs(self.finish_batch(batch))  # placements composited here with --composite-on device
         with self.autocast():
             depth, logits = self.net(b["bg"], b["fg_bg"])
         loss, parts = total_loss(depth, logits, b["depth"], b["mask"], self.config.loss)

@@ -43,7 +43,7 @@ def augment_matrix(rng: np.random.Generator, size: int, config: AugmentConfig) -
     return m
 
 
-def _pixel_exact_mirror(m: np.ndarray, size: int) -> bool | None:
+def pixel_exact_mirror(m: np.ndarray, size: int) -> bool | None:
     """True if the 2x3 map `m` is exactly the left-right mirror of a size x size image, False if exactly the
     identity, None for any other map."""
     if m[0, 1] != 0 or m[1, 0] != 0 or m[1, 1] != 1 or m[1, 2] != 0:
@@ -65,7 +65,7 @@ def warp_sample(m: np.ndarray, bg, fg_bg, mask, depth, size: int,
     arrays are copied or flipped, the same values as the warp's at ~1/25 of its cost."""
     arrays = (bg, fg_bg, mask, depth)
     dst = out if out is not None else (None,) * 4
-    mirror = _pixel_exact_mirror(m, size)
+    mirror = pixel_exact_mirror(m, size)
     if mirror is not None and all(a.shape[:2] == (size, size) for a in arrays):
         if mirror:
             return tuple(cv2.flip(a, 1, dst=d) for a, d in zip(arrays, dst))
@@ -83,14 +83,20 @@ def warp_sample(m: np.ndarray, bg, fg_bg, mask, depth, size: int,
             cv2.warpAffine(depth, m, (size, size), dst=dst[3], flags=flags_nn, borderMode=border))
 
 
+def photometric_draws(rng: np.random.Generator, config: AugmentConfig) -> tuple[np.ndarray, float]:
+    """What `photometric` draws from `rng`: (the brightness/contrast lookup table (256,) uint8, the saturation
+    factor); training.device_batches applies them on the device."""
+    b = rng.uniform(-config.brightness, config.brightness) * 255
+    k = rng.uniform(1 - config.contrast, 1 + config.contrast)
+    sat = rng.uniform(1 - config.saturation, 1 + config.saturation)
+    return np.clip((np.arange(256) - 128.0) * k + 128.0 + b, 0, 255).astype(np.uint8), sat
+
+
 def photometric(rng: np.random.Generator, config: AugmentConfig, *images: np.ndarray, rgb: bool = False,
                 in_place: bool = False) -> list[np.ndarray]:
     """Same brightness/contrast (one lookup table) and saturation change on every image given (BGR,
     or RGB with `rgb`: the same result in the other channel order). `in_place` overwrites the images."""
-    b = rng.uniform(-config.brightness, config.brightness) * 255
-    k = rng.uniform(1 - config.contrast, 1 + config.contrast)
-    sat = rng.uniform(1 - config.saturation, 1 + config.saturation)
-    lut = np.clip((np.arange(256) - 128.0) * k + 128.0 + b, 0, 255).astype(np.uint8)
+    lut, sat = photometric_draws(rng, config)
     to_gray, from_gray = (cv2.COLOR_RGB2GRAY, cv2.COLOR_GRAY2RGB) if rgb else (cv2.COLOR_BGR2GRAY, cv2.COLOR_GRAY2BGR)
     out = []
     for img in images:
