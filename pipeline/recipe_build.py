@@ -13,7 +13,7 @@ import hashlib
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -205,14 +205,16 @@ def _run_chunks(root: Path, context: _StatsContext, content: dict[str, Any], tod
 
 
 # ---- the asset files -------------------------------------------------------------------------------
-def _write_file(root: Path, name: str, values: list[bytes]) -> None:
-    """One asset file, keys 0..n-1, written under a temporary name and renamed into place."""
+def _write_file(root: Path, name: str, values: Callable[[], list[bytes]]) -> None:
+    """One asset file, keys 0..n-1, written under a temporary name and renamed into place (the values
+    are only made when the file is not there yet)."""
     final = root / name
     if final.exists():
         return
     tmp = final.with_name(f"{name}.tmp-{os.getpid()}")
-    with ShardWriter(final, tmp=tmp, map_size=max(64 << 20, 4 * sum(len(v) for v in values))) as writer:
-        for i, value in enumerate(values):
+    records = values()
+    with ShardWriter(final, tmp=tmp, map_size=max(64 << 20, 4 * sum(len(v) for v in records))) as writer:
+        for i, value in enumerate(records):
             writer.put(i, value)
 
 
@@ -224,17 +226,28 @@ def _file_entry(root: Path, name: str) -> dict[str, Any]:
     return {"path": name, "records": hasher.records, "sha256": hasher.hexdigest(), "bytes": (root / name).stat().st_size}
 
 
-def write_asset_files(root: Path, assets: AssetSet, stored: list[Any]) -> None:
+def _encode_all(encode: Callable[[np.ndarray], bytes], images: list[np.ndarray], workers: int) -> list[bytes]:
+    """encode(image) of every image, in threads (OpenCV releases the GIL while it encodes)."""
+    if workers <= 1:
+        return [encode(image) for image in images]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(encode, images, chunksize=16))
+
+
+def write_asset_files(root: Path, assets: AssetSet, stored: list[Any], workers: int = 1) -> None:
     """backgrounds.lmdb exactly as a materialised build writes it (the JPEG `bg` input and the depth),
-    the lossless background images, and the foregrounds."""
-    _write_file(root, BACKGROUNDS_NAME, [pack_record({"image": s.image, "depth": s.depth,
-                                                      "name": assets.background_names[i],
-                                                      "ground_top": assets.ground_tops[i]})
-                                         for i, s in enumerate(stored)])
-    _write_file(root, BACKGROUND_PIXELS_NAME, [pack_record({"image": BACKGROUND_PIXELS_CODEC.encode(image)})
-                                               for image in assets.backgrounds])
-    _write_file(root, FOREGROUNDS_NAME, [pack_record({"image": FOREGROUND_CODEC.encode(fg), "name": name})
-                                         for fg, name in zip(assets.foregrounds, assets.foreground_names)])
+    the lossless background images, and the foregrounds; PNGs encoded in `workers` threads."""
+    _write_file(root, BACKGROUNDS_NAME, lambda: [pack_record({"image": s.image, "depth": s.depth,
+                                                              "name": assets.background_names[i],
+                                                              "ground_top": assets.ground_tops[i]})
+                                                 for i, s in enumerate(stored)])
+    _write_file(root, BACKGROUND_PIXELS_NAME, lambda: [
+        pack_record({"image": data}) for data in _encode_all(BACKGROUND_PIXELS_CODEC.encode, assets.backgrounds,
+                                                              workers)])
+    _write_file(root, FOREGROUNDS_NAME, lambda: [
+        pack_record({"image": data, "name": name})
+        for data, name in zip(_encode_all(FOREGROUND_CODEC.encode, assets.foregrounds, workers),
+                              assets.foreground_names)])
 
 
 # ---- the parent side -------------------------------------------------------------------------------
@@ -316,7 +329,7 @@ def build_recipes(options: BuildOptions, *, progress: bool = True,
             for name in (BACKGROUNDS_NAME, BACKGROUND_PIXELS_NAME, FOREGROUNDS_NAME):
                 remove_stale_tmp(root / name)
             _record_state(root, content, description)
-            write_asset_files(root, assets, stored)
+            write_asset_files(root, assets, stored, workers=options.workers or os.cpu_count() or 1)
         except OSError as exc:
             raise storage_error(exc, root) from None
         placement = getattr(options, "resolved_placement", "fixed")
