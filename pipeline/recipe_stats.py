@@ -46,14 +46,8 @@ def runs(mask: np.ndarray) -> np.ndarray:
 
 
 def _floor_log2(n: np.ndarray) -> np.ndarray:
-    """floor(log2(n)) of positive int64s, exactly (no floating point)."""
-    out = np.zeros(n.shape, np.int64)
-    n = n.copy()
-    for shift in (32, 16, 8, 4, 2, 1):
-        big = n >= (1 << shift)
-        out[big] += shift
-        n[big] >>= shift
-    return out
+    """floor(log2(n)) of positive integers below 2**53, exactly: frexp gives n = m * 2**e, 0.5 <= m < 1."""
+    return np.frexp(np.asarray(n, np.float64))[1].astype(np.int64) - 1
 
 
 # ---- one background ------------------------------------------------------------------------------
