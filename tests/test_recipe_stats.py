@@ -33,7 +33,11 @@ def _synthetic_foregrounds() -> list[np.ndarray]:
     dot[0, 0] = (10, 200, 30, 255)
     holes = rng.integers(0, 256, (16, 11, 4), dtype=np.uint8)
     holes[::3, ::2, 3] = 0
-    return [binary, soft, dot, holes]
+    legs = np.zeros((4, 7, 4), np.uint8)  # the contact pixel (middle of the lowest row) is off the mask
+    legs[..., :3] = 90
+    legs[:, 0, 3] = legs[:, 6, 3] = 255
+    legs[0, :, 3] = 200
+    return [binary, soft, dot, holes, legs]
 
 
 def _reference(image: np.ndarray, depth: np.ndarray, fg, x: int, y: int) -> dict[str, object]:
@@ -67,6 +71,23 @@ def test_sample_sums_equal_the_composited_samples(size):
             want = _reference(scene.image, scene.depth, prepared[i], int(x[j]), int(y[j]))
             for name, value in want.items():
                 assert np.array_equal(getattr(got, name)[j], value), (index, j, name)
+
+
+def test_sample_sums_on_random_pixels():
+    """Random colours and depths: every rule is hit (e.g. a contact pixel off the mask nearer than it)."""
+    rng = np.random.default_rng(11)
+    size = 192
+    image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    depth = rng.integers(1, 65536, (size, size), dtype=np.uint16)
+    prepared = [prepare_foreground(c, flip=flip) for c in _synthetic_foregrounds() for flip in (False, True)]
+    tables = [foreground_tables(p, size, size) for p in prepared]
+    which = rng.integers(0, len(prepared), 300)
+    x = np.array([rng.integers(0, size - prepared[i].width + 1) for i in which])
+    y = np.array([rng.integers(0, size - prepared[i].height + 1) for i in which])
+    got = sample_sums(background_tables(image, depth), sample_layout([tables[i] for i in which]), x, y)
+    for j, i in enumerate(which):
+        for name, value in _reference(image, depth, prepared[i], int(x[j]), int(y[j])).items():
+            assert np.array_equal(getattr(got, name)[j], value), (j, name)
 
 
 def test_runs_and_range_minimums():
