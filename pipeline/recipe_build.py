@@ -13,14 +13,14 @@ import hashlib
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from .assets import AssetSet
-from .compose import MASK_ON, divide_by_255_rounded, pasted_depth_sums
+from .compose import MASK_ON
 from .errors import DepthmaskError
 from .folder import BuildLock, prepare_output_folder, storage_error
 from .format import (BACKGROUNDS_NAME, BUILD_STATE_NAME, FORMAT_NAME, MANIFEST_NAME, SHARDS_DIR, pack_record,
@@ -31,9 +31,11 @@ from .plan import SPLIT_NAMES, SPLIT_RULE, SamplePlan, Split, manifest_counts
 from .procs import wait_for_tasks, worker_context
 from .recipe_codecs import BACKGROUND_PIXELS_CODEC, FOREGROUND_CODEC
 from .recipes import (BACKGROUND_PIXELS_NAME, FOREGROUNDS_NAME, RECIPE_FORMAT_VERSION, RECIPE_KIND, RecipeStore)
+from .recipe_stats import (BackgroundTables, ForegroundTables, SampleLayout, SampleSums, background_tables,
+                           foreground_tables, sample_layout, sample_sums)
 from .resume import existing_dataset, record_build_state, refuse_foreign_folder
 from .shards import DEFAULT_MAP_SIZE, ShardWriter, remove_stale_tmp
-from .stats import ChannelSums, StatsAccumulator, image_sums
+from .stats import ChannelSums, StatsAccumulator
 
 STORES = ("samples", "recipes")
 PER_SAMPLE_REFUSAL = ("--store recipes: per-sample model depth (--depth-mode per-sample) is the model's output on "
@@ -72,67 +74,83 @@ def validate_recipe_options(options: BuildOptions) -> None:
 
 
 # ---- statistics of the samples a reader rebuilds ---------------------------------------------------
-class _StatsContext:
-    """What a statistics worker needs: the store (lossless images, depths, foregrounds) and the exact
-    sums of each background's image, depth and decoded JPEG input."""
+class StatsContext:
+    """What a statistics worker needs: the store (lossless images, depths, foregrounds), the exact
+    sums of each background's decoded JPEG input, and, made on first use, the tables recipe_stats
+    reads: per foreground variant (foreground, flip, scale level), per background (the last one:
+    samples come background by background) and the last few layouts (with fixed placements every
+    whole background shows the same foregrounds in the same order)."""
+
+    LAYOUTS_KEPT = 4
 
     def __init__(self, store: RecipeStore, input_sums: list[ChannelSums]):
         self.store = store
         self.input_sums = input_sums
-        self.image_sums: list[tuple[list[int], list[int]]] | None = None
-        self.depth_sums: list[tuple[int, int]] | None = None
+        self._foregrounds: dict[tuple[int, bool, int], ForegroundTables] = {}
+        self._background: tuple[int, BackgroundTables] | None = None
+        self._layouts: dict[tuple[tuple[int, bool, int], ...], SampleLayout] = {}
 
     def prepare(self) -> None:
-        if self.image_sums is None:
-            self.image_sums = [image_sums(image) for image, _, _ in self.store.backgrounds]
-            self.depth_sums = []
-            for _, _, depth in self.store.backgrounds:
-                s, q = image_sums(depth)
-                self.depth_sums.append((s[0], q[0]))
+        self.store.backgrounds, self.store.foregrounds  # read (and checked) once per process, before any chunk
+
+    def background(self, b: int) -> BackgroundTables:
+        if self._background is None or self._background[0] != b:
+            image, _, depth = self.store.backgrounds[b]
+            self._background = (b, background_tables(image, depth))
+        return self._background[1]
+
+    def layout(self, variants: tuple[tuple[int, bool, int], ...]) -> SampleLayout:
+        """The layout of samples showing these (foreground, flip, level) variants, in this order."""
+        if variants not in self._layouts:
+            for key in set(variants) - set(self._foregrounds):
+                self._foregrounds[key] = foreground_tables(self.store.prepared(*key), *self.store.size)
+            while len(self._layouts) >= self.LAYOUTS_KEPT:
+                del self._layouts[next(iter(self._layouts))]
+            self._layouts[variants] = sample_layout([self._foregrounds[key] for key in variants])
+        return self._layouts[variants]
 
 
-def chunk_stats(context: _StatsContext, start: int, stop: int) -> dict[str, Any]:
-    """Exact sums per split of samples [start, stop) as RecipeStore.render gives them: the composite's
-    sums are the background's minus its box plus the blended box (only the box is composited)."""
+def _exact_total(values: np.ndarray) -> list[int]:
+    """Column sums of an int64 array as Python ints (no int64 total can overflow)."""
+    return [int(v) for v in np.atleast_1d(values.sum(axis=0, dtype=object))]
+
+
+def _add_samples(acc: StatsAccumulator, split: str, sums: SampleSums, bg_input: ChannelSums, pixels: int) -> None:
+    """The sums of some samples of one split that share one background."""
+    n = len(sums.mask_on)
+    acc.add_sums_raw(split, "fg_bg", _exact_total(sums.fg_bg_sums), _exact_total(sums.fg_bg_squares), pixels * n)
+    on = _exact_total(sums.mask_on)[0]
+    acc.add_sums_raw(split, "mask", [on * MASK_ON], [on * MASK_ON * MASK_ON], pixels * n)
+    acc.add_sums_raw(split, "depth", _exact_total(sums.depth_sums), _exact_total(sums.depth_squares), pixels * n)
+    acc.add_sums(split, "bg", bg_input, times=n)
+
+
+def chunk_stats(context: StatsContext, start: int, stop: int) -> dict[str, Any]:
+    """Exact sums per split of samples [start, stop) as RecipeStore.render gives them, computed per
+    background for all its samples at once (recipe_stats: no sample is composited)."""
     context.prepare()
     store = context.store
-    p = store.placements(np.arange(start, stop, dtype=np.int64))
+    p = store.placements(np.arange(start, stop, dtype=np.int64), object_depths=False)
     splits = store.split.assign(p["bg"], p["fg"])
+    level = p.get("level", np.zeros(stop - start, np.int64))
     acc = StatsAccumulator()
     counts = {name: 0 for name in SPLIT_NAMES}
-    bg_uses: dict[tuple[str, int], int] = {}
-    h_img, w_img = store.size
-    pixels = h_img * w_img
-    for j in range(stop - start):
-        b, f, flip = int(p["bg"][j]), int(p["fg"][j]), bool(p["flip"][j])
-        x, y, value = int(p["x"][j]), int(p["y"][j]), int(p["object_depth"][j])
-        split = SPLIT_NAMES[splits[j]]
-        prepared = store.prepared(f, flip, int(p["level"][j]) if "level" in p else 0)
-        image, _, depth = store.backgrounds[b]
-        roi = image[y : y + prepared.height, x : x + prepared.width]
-        blended = roi.astype(np.uint16)
-        blended *= prepared.inverse_alpha
-        blended += prepared.premultiplied
-        roi_s, roi_q = image_sums(roi)
-        new_s, new_q = image_sums(divide_by_255_rounded(blended))
-        full_s, full_q = context.image_sums[b]
-        acc.add_sums_raw(split, "fg_bg", [full_s[c] - roi_s[c] + new_s[c] for c in range(3)],
-                         [full_q[c] - roi_q[c] + new_q[c] for c in range(3)], pixels)
-        on = int(prepared.mask.sum())
-        acc.add_sums_raw(split, "mask", [on * MASK_ON], [on * MASK_ON * MASK_ON], pixels)
-        d_sum, d_sq = pasted_depth_sums(*context.depth_sums[b], depth, prepared, x, y, value)
-        acc.add_sums_raw(split, "depth", [d_sum], [d_sq], pixels)
-        bg_uses[(split, b)] = bg_uses.get((split, b), 0) + 1
-        counts[split] += 1
-    for (split, b), uses in sorted(bg_uses.items()):
-        acc.add_sums(split, "bg", context.input_sums[b], times=uses)
+    pixels = store.size[0] * store.size[1]
+    for b in np.unique(p["bg"]):
+        at = np.flatnonzero(p["bg"] == b)
+        variants = tuple(zip(p["fg"][at].tolist(), p["flip"][at].tolist(), level[at].tolist()))
+        sums = sample_sums(context.background(int(b)), context.layout(variants), p["x"][at], p["y"][at])
+        for s in np.unique(splits[at]):
+            mine = splits[at] == s
+            _add_samples(acc, SPLIT_NAMES[s], sums.select(mine), context.input_sums[b], pixels)
+            counts[SPLIT_NAMES[s]] += int(mine.sum())
     return {"stats": acc.to_json(), "split_counts": counts}
 
 
-_CONTEXT: _StatsContext | None = None
+_CONTEXT: StatsContext | None = None
 
 
-def _init_stats_worker(context: _StatsContext) -> None:
+def _init_stats_worker(context: StatsContext) -> None:
     global _CONTEXT
     import cv2
 
@@ -170,7 +188,7 @@ def _chunks_to_do(root: Path, ranges: list[tuple[int, int]], content: dict[str, 
     return todo
 
 
-def _run_chunks(root: Path, context: _StatsContext, content: dict[str, Any], todo: list[tuple[int, int, int]],
+def _run_chunks(root: Path, context: StatsContext, content: dict[str, Any], todo: list[tuple[int, int, int]],
                 workers: int, show_progress: bool) -> None:
     from tqdm import tqdm
 
@@ -191,28 +209,41 @@ def _run_chunks(root: Path, context: _StatsContext, content: dict[str, Any], tod
 
 
 # ---- the asset files -------------------------------------------------------------------------------
-def _write_file(root: Path, name: str, values: list[bytes]) -> None:
-    """One asset file, keys 0..n-1, written under a temporary name and renamed into place."""
+def _write_file(root: Path, name: str, values: Callable[[], list[bytes]]) -> None:
+    """One asset file, keys 0..n-1, written under a temporary name and renamed into place (the values
+    are only made when the file is not there yet)."""
     final = root / name
     if final.exists():
         return
     tmp = final.with_name(f"{name}.tmp-{os.getpid()}")
-    with ShardWriter(final, tmp=tmp, map_size=max(64 << 20, 4 * sum(len(v) for v in values))) as writer:
-        for i, value in enumerate(values):
+    records = values()
+    with ShardWriter(final, tmp=tmp, map_size=max(64 << 20, 4 * sum(len(v) for v in records))) as writer:
+        for i, value in enumerate(records):
             writer.put(i, value)
 
 
-def write_asset_files(root: Path, assets: AssetSet, stored: list[Any]) -> None:
+def _encode_all(encode: Callable[[np.ndarray], bytes], images: list[np.ndarray], workers: int) -> list[bytes]:
+    """encode(image) of every image, in threads (OpenCV releases the GIL while it encodes)."""
+    if workers <= 1:
+        return [encode(image) for image in images]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(encode, images, chunksize=16))
+
+
+def write_asset_files(root: Path, assets: AssetSet, stored: list[Any], workers: int = 1) -> None:
     """backgrounds.lmdb exactly as a materialised build writes it (the JPEG `bg` input and the depth),
-    the lossless background images, and the foregrounds."""
-    _write_file(root, BACKGROUNDS_NAME, [pack_record({"image": s.image, "depth": s.depth,
-                                                      "name": assets.background_names[i],
-                                                      "ground_top": assets.ground_tops[i]})
-                                         for i, s in enumerate(stored)])
-    _write_file(root, BACKGROUND_PIXELS_NAME, [pack_record({"image": BACKGROUND_PIXELS_CODEC.encode(image)})
-                                               for image in assets.backgrounds])
-    _write_file(root, FOREGROUNDS_NAME, [pack_record({"image": FOREGROUND_CODEC.encode(fg), "name": name})
-                                         for fg, name in zip(assets.foregrounds, assets.foreground_names)])
+    the lossless background images, and the foregrounds; PNGs encoded in `workers` threads."""
+    _write_file(root, BACKGROUNDS_NAME, lambda: [pack_record({"image": s.image, "depth": s.depth,
+                                                              "name": assets.background_names[i],
+                                                              "ground_top": assets.ground_tops[i]})
+                                                 for i, s in enumerate(stored)])
+    _write_file(root, BACKGROUND_PIXELS_NAME, lambda: [
+        pack_record({"image": data}) for data in _encode_all(BACKGROUND_PIXELS_CODEC.encode, assets.backgrounds,
+                                                              workers)])
+    _write_file(root, FOREGROUNDS_NAME, lambda: [
+        pack_record({"image": data, "name": name})
+        for data, name in zip(_encode_all(FOREGROUND_CODEC.encode, assets.foregrounds, workers),
+                              assets.foreground_names)])
 
 
 # ---- the parent side -------------------------------------------------------------------------------
@@ -262,7 +293,7 @@ def build_recipes(options: BuildOptions, *, progress: bool = True,
                 remove_stale_tmp(root / name)
             record_build_state(root, {"format": FORMAT_NAME, "format_version": RECIPE_FORMAT_VERSION,
                                       "kind": RECIPE_KIND, "content": content, "assets": description})
-            write_asset_files(root, assets, stored)
+            write_asset_files(root, assets, stored, workers=options.workers or os.cpu_count() or 1)
         except OSError as exc:
             raise storage_error(exc, root) from None
         placement = getattr(options, "resolved_placement", "fixed")
@@ -281,7 +312,7 @@ def build_recipes(options: BuildOptions, *, progress: bool = True,
         if todo:
             log(f"recipes: statistics of {sum(b - a for _, a, b in todo):,} samples in {len(todo)} chunk(s) into {root}")
             workers = min(options.workers or os.cpu_count() or 1, len(todo))
-            _run_chunks(root, _StatsContext(store, [s.sums for s in stored]), content, todo, workers, progress)
+            _run_chunks(root, StatsContext(store, [s.sums for s in stored]), content, todo, workers, progress)
         manifest = recipe_manifest(root, options, plan, split, assets, description, codecs, ranges,
                                    [hashlib.sha256(s.image).hexdigest() for s in stored], store)
         try:

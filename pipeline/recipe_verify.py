@@ -73,12 +73,12 @@ def _file_problems(root: Path, manifest: dict[str, Any]) -> list[str]:
 def _chunk(root: str, start: int, stop: int) -> dict[str, Any]:
     import cv2
 
-    from .recipe_build import _StatsContext, chunk_stats
+    from .recipe_build import StatsContext, chunk_stats
 
     cv2.setNumThreads(1)
     store = RecipeStore.open(root)
     sums = [ChannelSums.of_image(bg_input) for _, bg_input, _ in store.backgrounds]
-    return chunk_stats(_StatsContext(store, sums), start, stop)
+    return chunk_stats(StatsContext(store, sums), start, stop)
 
 
 def verify_recipes(root: str | Path, *, workers: int = 1):
