@@ -179,6 +179,12 @@ def check_format(meta: Any, path: Path) -> None:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise DepthmaskError(f"{path}: not a {FORMAT_NAME} manifest")
     version = meta.get("format_version")
+    if meta.get("kind") == "recipes" and version != FORMAT_VERSION:  # pipeline.recipes.RECIPE_KIND (a newer format)
+        raise DepthmaskError(
+            f"{path}: format version {version!r} is not supported by a reader of stored samples: this is a recipe "
+            "dataset (no stored samples); dm-train, dm-eval and dm-export-samples read it, or materialise it with "
+            "dm-build-lmdb OUT --from-recipes DATASET"
+        )
     if version != FORMAT_VERSION:
         raise DepthmaskError(
             f"{path}: format version {version!r} is not supported (this depthmask reads version "
