@@ -18,6 +18,7 @@ from .compose import (MASK_ON, composite, object_depth, paste_depth, paste_mask,
 from .errors import DepthmaskError
 from .folder import storage_error
 from .format import pack_record, payload_crc32, shard_path, shard_sidecar_path, write_json_atomic
+from .manifest import FIELD_BYTES
 from .options import BuildOptions
 from .placement import ScaledForegrounds, depth_scaled_placements, fixed_placements, procedural_depth_scale
 from .plan import SPLIT_NAMES, SamplePlan
@@ -161,7 +162,7 @@ def build_shard(context: ShardContext, shard_id: int, start: int, stop: int) -> 
     codecs = context.codecs
     plan = shard_samples(context, start, stop)
     acc = StatsAccumulator()
-    field_bytes = {"fg_bg": 0, "mask": 0, "depth": 0}
+    field_bytes = {name: 0 for name in FIELD_BYTES}
     split_counts = {name: 0 for name in SPLIT_NAMES}
     bg_uses: dict[tuple[str, int], int] = {}
     final = shard_path(context.root, shard_id)
