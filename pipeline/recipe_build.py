@@ -132,13 +132,12 @@ def chunk_stats(context: StatsContext, start: int, stop: int) -> dict[str, Any]:
     store = context.store
     p = store.placements(np.arange(start, stop, dtype=np.int64), object_depths=False)
     splits = store.split.assign(p["bg"], p["fg"])
-    level = p.get("level", np.zeros(stop - start, np.int64))
     acc = StatsAccumulator()
     counts = {name: 0 for name in SPLIT_NAMES}
     pixels = store.size[0] * store.size[1]
     for b in np.unique(p["bg"]):
         at = np.flatnonzero(p["bg"] == b)
-        variants = tuple(zip(p["fg"][at].tolist(), p["flip"][at].tolist(), level[at].tolist()))
+        variants = tuple(zip(p["fg"][at].tolist(), p["flip"][at].tolist(), p["level"][at].tolist()))
         sums = sample_sums(context.background(int(b)), context.layout(variants), p["x"][at], p["y"][at])
         for s in np.unique(splits[at]):
             mine = splits[at] == s

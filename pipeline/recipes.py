@@ -190,7 +190,8 @@ class RecipeStore:
 
     def placements(self, indices: Any, epoch: int | None = None, *,
                    object_depths: bool = True) -> dict[str, np.ndarray]:
-        """Per sample (int64 arrays, flip bool): bg, fg, flip, x, y (top-left of the foreground's box),
+        """Per sample (int64 arrays, flip bool): bg, fg, flip, x, y (top-left of the foreground's box), level
+        (the cut-out's scale level: 0 with fixed placement),
         object_depth (the uint16 depth the object stands at; left out with object_depths=False, for a
         caller that derives it faster for many samples at once). epoch None: the stored plan; epoch e:
         training samples drawn afresh from (seed, e, index), held-out samples as stored."""
@@ -213,8 +214,7 @@ class RecipeStore:
             out["object_depth"] = np.array([object_depth(self.backgrounds[int(b)][2],
                                                          self.prepared(int(f), bool(m), int(k)), int(i), int(j))
                                             for b, f, m, k, i, j in zip(bg, fg, flip, level, x, y)], np.int64)
-        if self.placement != "fixed":
-            out["level"] = level
+        out["level"] = level
         return out
 
     def _layout(self, seed: int, key: np.ndarray, bg: np.ndarray, fg: np.ndarray, widths: np.ndarray,
@@ -230,7 +230,7 @@ class RecipeStore:
         composite before any JPEG, BGR uint8), mask (uint8 0 / 255), depth (uint16); plus its placement."""
         p = {k: v[0] for k, v in self.placements([index], epoch).items()}
         image, bg_input, bg_depth = self.backgrounds[int(p["bg"])]
-        prepared = self.prepared(int(p["fg"]), bool(p["flip"]), int(p.get("level", 0)))
+        prepared = self.prepared(int(p["fg"]), bool(p["flip"]), int(p["level"]))
         x, y = int(p["x"]), int(p["y"])
         return {"bg": bg_input, "fg_bg": composite(image, prepared, x, y),
                 "mask": paste_mask(image.shape[:2], prepared, x, y),

@@ -200,3 +200,20 @@ def one_thread_module():
 def checkpoint(trained_run) -> Path:
     """The shipped checkpoint (best.pt) of the session's tiny trained run."""
     return trained_run / "best.pt"
+
+
+def interrupt_recipe_statistics(monkeypatch, at_chunk: int = 3):
+    """Make the recipe build's statistics stop with KeyboardInterrupt at its `at_chunk`-th chunk (as a Ctrl-C
+    would, in one process); returns the function that puts the real chunk_stats back."""
+    import pipeline.recipe_build as recipe_build
+
+    real, calls = recipe_build.chunk_stats, []
+
+    def interrupted(context, start, stop):
+        calls.append(start)
+        if len(calls) == at_chunk:
+            raise KeyboardInterrupt
+        return real(context, start, stop)
+
+    monkeypatch.setattr(recipe_build, "chunk_stats", interrupted)
+    return lambda: monkeypatch.setattr(recipe_build, "chunk_stats", real)

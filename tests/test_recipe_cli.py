@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (TINY_ARGS, TINY_COUNT, CliResult, assert_one_line_error, read_manifest_json, run_cli,
-                      start_cli)
+from conftest import (TINY_ARGS, TINY_COUNT, CliResult, assert_one_line_error, interrupt_recipe_statistics,
+                      read_manifest_json, run_cli, start_cli)
 from test_shard_hashes import dataset_hashes
 
 ONE_WORKER = ["--workers", "1"]
@@ -182,22 +182,12 @@ def test_from_recipes_refuses_to_replace_another_dataset(recipes, tmp_path):
 
 
 def test_recipe_build_interrupted_resumes_complete_is_refused(recipes, tmp_path, monkeypatch):
-    import pipeline.recipe_build as recipe_build
-
-    real, calls = recipe_build.chunk_stats, []
-
-    def interrupted_at_the_third_chunk(context, start, stop):
-        calls.append(start)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(context, start, stop)
-
     out = tmp_path / "r"
-    monkeypatch.setattr(recipe_build, "chunk_stats", interrupted_at_the_third_chunk)
+    restore = interrupt_recipe_statistics(monkeypatch, at_chunk=3)
     result = invoke(out, *TINY_ARGS, *ONE_WORKER, "--store", "recipes")
     assert result.rc == 130 and result.stderr.strip().splitlines()[-1].startswith("error: interrupted"), str(result)
     assert not (out / "manifest.json").exists() and (out / "build.json").exists()
-    monkeypatch.setattr(recipe_build, "chunk_stats", real)
+    restore()
     assert_nothing_reads_it(out, tmp_path)
     assert_one_line_error(invoke(out, *TINY_ARGS, *ONE_WORKER, "--store", "recipes", "--seed", "1"),
                           "interrupted build with other options", "seed")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY_COUNT, read_manifest_json, tiny_options
+from conftest import TINY_COUNT, interrupt_recipe_statistics, read_manifest_json, tiny_options
 from pipeline.codecs import default_codecs
 from pipeline.errors import DepthmaskError
 from pipeline.reader import DatasetReader
@@ -72,23 +72,13 @@ def test_per_epoch_placements_redraw_training_samples_only(tiny_recipes):
 
 
 def test_resume_after_interruption_gives_the_same_dataset(tiny_recipes, tmp_path, monkeypatch):
-    import pipeline.recipe_build as recipe_build
-
-    real, calls = recipe_build.chunk_stats, []
-
-    def dies_at_the_third_chunk(context, start, stop):
-        calls.append(start)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(context, start, stop)
-
-    monkeypatch.setattr(recipe_build, "chunk_stats", dies_at_the_third_chunk)
+    restore = interrupt_recipe_statistics(monkeypatch, at_chunk=3)
     with pytest.raises(KeyboardInterrupt):
         build_tiny_recipes(tmp_path / "r")
     assert not (tmp_path / "r" / "manifest.json").exists() and (tmp_path / "r" / "build.json").exists()
     with pytest.raises(DepthmaskError, match="interrupted build with other options"):
         build_tiny_recipes(tmp_path / "r", seed=1)
-    monkeypatch.setattr(recipe_build, "chunk_stats", real)
+    restore()
     build_tiny_recipes(tmp_path / "r")
     resumed, whole = read_manifest_json(tmp_path / "r"), read_manifest_json(tiny_recipes)
     assert resumed == {**whole, "created_by": resumed["created_by"]}

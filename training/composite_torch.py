@@ -117,8 +117,7 @@ def used_variants(placements: Sequence[Mapping[str, np.ndarray]],
     cut-out from `foreground_at(fg, level)` (RecipeStore.foreground_at)."""
     keys = set()
     for p in placements:
-        level = p.get("level", np.zeros(len(p["fg"]), np.int64))
-        keys.update(zip(map(int, p["fg"]), map(bool, p["flip"]), map(int, level)))
+        keys.update(zip(map(int, p["fg"]), map(bool, p["flip"]), map(int, p["level"])))
     return {k: foreground_at(k[0], k[2]) for k in keys}
 
 
@@ -159,10 +158,10 @@ def composite_batch(assets: CompositeAssets, bg: torch.Tensor, variant: torch.Te
 
 
 def composite_placements(assets: CompositeAssets, placements: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """composite_batch for RecipeStore.placements(...)'s dict of arrays (bg, fg, flip, x, y, [level])."""
+    """composite_batch for RecipeStore.placements(...)'s dict of arrays (bg, fg, flip, x, y, level)."""
     dev = assets.device
     return composite_batch(assets, torch.as_tensor(np.asarray(placements["bg"], np.int64), device=dev),
-                           assets.variant_rows(placements["fg"], placements["flip"], placements.get("level")),
+                           assets.variant_rows(placements["fg"], placements["flip"], placements["level"]),
                            torch.as_tensor(np.asarray(placements["x"], np.int64), device=dev),
                            torch.as_tensor(np.asarray(placements["y"], np.int64), device=dev))
 

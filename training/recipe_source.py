@@ -109,10 +109,8 @@ class RecipeReader:
 
     def placements(self, indices: np.ndarray, epoch: int | None) -> dict[str, np.ndarray]:
         """RecipeStore.placements: epoch None the stored placements, else per-epoch ones (held-out splits keep
-        theirs); `level` always present (0 for fixed placements)."""
-        p = self.store.placements(indices, epoch)
-        p.setdefault("level", np.zeros(len(p["bg"]), np.int64))
-        return p
+        theirs)."""
+        return self.store.placements(indices, epoch)
 
     def background_pixels_rgb(self, index: int) -> np.ndarray:
         """The lossless pixels background `index`'s composites are made of, RGB, made once per process."""
