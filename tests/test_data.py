@@ -331,6 +331,9 @@ def _run_epochs(loader, epochs: list[int]) -> list[dict[str, torch.Tensor]]:
 @pytest.mark.parametrize("context", ["fork", pytest.param("forkserver", marks=pytest.mark.slow),
                                      pytest.param("spawn", marks=pytest.mark.slow)])
 def test_worker_loader_gives_every_sample_once_per_epoch(private_copy, context):
+    # loaders that earlier tests left to the garbage collector are finalised here, not in a forked worker
+    # (where closing their queues closes descriptors the new loader's queues now use: "Bad file descriptor")
+    gc.collect()
     ds = DepthMaskDataset(private_copy, "train", size=32, augment=AugmentConfig(), seed=11)
     assert not _opened_in_this_process(private_copy)
     loader = make_loader(ds, batch_size=8, shuffle=True, workers=2, seed=2, multiprocessing_context=context)

@@ -4,6 +4,8 @@ the stored size, within a grey level where the photometry's float blend or the r
 real DataLoader with workers, a tiny training run, and the refusals."""
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 import torch
@@ -91,6 +93,8 @@ def test_placement_batches_through_workers_are_deterministic(tiny_recipes, one_t
     loader = make_loader(dataset, batch_size=16, shuffle=True, workers=2, seed=3)
     loader.sampler.set_epoch(1)
     batches = list(loader)
+    del loader  # its persistent workers stop now, not whenever the garbage collector gets to them
+    gc.collect()
     assert all("fg_bg" not in b and b["lut"].shape == (len(b["index"]), 256) for b in batches)
     finished = [compositor.finish(b) for b in batches]
     assert finished[0]["fg_bg"].shape[1:] == (3, 96, 96) and finished[0]["depth"].shape[1:] == (1, 96, 96)
