@@ -142,15 +142,11 @@ class ShardWriter:
 # parent (different pid) is dropped without closing, and readers never pickle an open handle.
 _OPEN: dict[str, lmdb.Environment] = {}
 _OPEN_PID = os.getpid()
-# A forked child's inherited environments, kept referenced: freeing one runs mdb_env_close in the child,
-# which closes descriptors and locks that are the parent's (seen as "Bad file descriptor" in a worker).
-_INHERITED: list[lmdb.Environment] = []
 
 
 def open_readonly(path: Path) -> lmdb.Environment:
     global _OPEN_PID
     if _OPEN_PID != os.getpid():
-        _INHERITED.extend(_OPEN.values())
         _OPEN.clear()
         _OPEN_PID = os.getpid()
     env = _OPEN.get(str(path))  # fast path: the same spelling as last time (no realpath syscalls)
