@@ -1,10 +1,13 @@
 """DataLoader throughput of a recipe dataset against a materialised one, in the same run (issue 14 section 3),
 and the batched torch compositor's samples/s.
 
-    python tools/bench_recipe_loader.py RECIPES MATERIALISED [--samples 4000] [--workers 2] [--size 224]
+    python tools/bench_recipe_loader.py RECIPES MATERIALISED [--samples 6000] [--warmup 3000] [--workers 2]
+                                        [--size 224] [--no-augment]
 
-Both through DepthMaskDataset + make_loader (train split, the default augmentation: the mirror), delivered
-batches counted after a warm-up batch (worker start-up, which reads every asset, excluded). Recipes: the
+Both through DepthMaskDataset + make_loader (train split, the default augmentation: mirror and photometry),
+delivered batches counted once the persistent workers are warm (a warm-up pass excluded: worker start-up,
+which reads every asset, and the per-worker caches; its seconds are printed). Each arm twice: batches sent
+through make_loader's batch ring (training.batch_ring), and as torch sends them (the baseline). Recipes: the
 workers composite each sample from the assets (compose.py); materialised: they decode the stored JPEG/PNGs.
 Then dm-train --composite-on device's path: the same loader with the workers sending only placements and
 augmentation draws, each delivered batch composited, resized and augmented by training.device_batches in
@@ -35,18 +38,31 @@ from training.data import DepthMaskDataset, make_loader  # noqa: E402
 from training.device_batches import DeviceCompositor  # noqa: E402
 
 
-def loader_rate(root: Path, args: argparse.Namespace, **options) -> float:
-    dataset = DepthMaskDataset(root, "train", size=args.size, augment=AugmentConfig(), **options)
-    loader = make_loader(dataset, batch_size=args.batch_size, shuffle=True, workers=args.workers)
+def loader_rate(root: Path, args: argparse.Namespace, batch_ring: bool = True, **options) -> tuple[float, float, float]:
+    """(samples/s delivered once the workers are warm, seconds to the first batch, seconds of the warm-up pass).
+    A warm-up pass of --warmup samples (worker start-up, which reads every asset, and each worker's caches
+    of converted backgrounds and cut-outs) is excluded: a training run pays it once; then --samples are timed
+    from the same persistent workers (the next epoch: other samples)."""
+    dataset = DepthMaskDataset(root, "train", size=args.size, augment=None if args.no_augment else AugmentConfig(),
+                               **options)
+    loader = make_loader(dataset, batch_size=args.batch_size, shuffle=True, workers=args.workers,
+                         batch_ring=batch_ring)
+    loader.sampler.limit = args.warmup
+    start = time.perf_counter()
+    batches = iter(loader)
+    next(batches)
+    first = time.perf_counter() - start
+    for _ in batches:
+        pass
+    warm = time.perf_counter() - start
     loader.sampler.limit = args.samples
-    it = iter(loader)
-    next(it)
+    loader.sampler.set_epoch(1)
     count, start = 0, time.perf_counter()
-    for batch in it:
+    for batch in loader:
         count += batch["bg"].shape[0]
     rate = count / (time.perf_counter() - start)
-    del it, loader
-    return rate
+    del batches, loader
+    return rate, first, warm
 
 
 def device_rate(root: Path, args: argparse.Namespace, device: str, **options) -> tuple[float, float]:
@@ -58,7 +74,7 @@ def device_rate(root: Path, args: argparse.Namespace, device: str, **options) ->
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     loader = make_loader(dataset, batch_size=args.batch_size, shuffle=True, workers=args.workers,
                          pin_memory=device.startswith("cuda"))
-    loader.sampler.limit = args.samples
+    loader.sampler.limit = args.samples if device != "cpu" else min(args.samples, 1000)  # ~80 samples/s on a CPU
     it = iter(loader)
     finish(next(it))
     sync()
@@ -92,17 +108,22 @@ def composite_rate(store: RecipeStore, device: str, batch: int, batches: int) ->
 
 
 def loader_rows(args: argparse.Namespace) -> None:
-    mat = loader_rate(args.materialised, args)
-    rec = loader_rate(args.recipes, args)
-    per_epoch = loader_rate(args.recipes, args, placements="per-epoch")
-    print(f"  materialised (decode JPEG/PNG)            {mat:8.0f} samples/s")
-    print(f"  recipes, fixed placements (composite)     {rec:8.0f} samples/s   {rec / mat:.2f}x materialised")
-    print(f"  recipes, per-epoch placements             {per_epoch:8.0f} samples/s   {per_epoch / mat:.2f}x materialised")
+    arms = (("materialised (decode JPEG/PNG)", args.materialised, {}),
+            ("recipes, fixed placements (composite)", args.recipes, {}),
+            ("recipes, per-epoch placements", args.recipes, {"placements": "per-epoch"}))
+    for ring in (True, False):
+        print(f"  batches sent {'through the batch ring' if ring else 'as torch sends them (new shared memory each)'}:")
+        rates = []
+        for name, root, options in arms:
+            rate, first, warm = loader_rate(root, args, batch_ring=ring, **options)
+            rates.append(rate)
+            print(f"    {name:40s} {rate:8.0f} samples/s   {rate / rates[0]:.2f}x materialised   "
+                  f"(first batch {first:.1f} s, warm-up pass {warm:.1f} s)")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         batches, samples = device_rate(args.recipes, args, device, placements="per-epoch")
         print(f"  recipes, per-epoch, --composite-on device ({device}): {batches:6.1f} batches/s "
-              f"{samples:8.0f} samples/s   {samples / mat:.2f}x materialised")
+              f"{samples:8.0f} samples/s")
     if not torch.cuda.is_available():
         print("  --composite-on device on a GPU: unmeasured (no GPU here)")
 
@@ -111,7 +132,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipes", type=Path)
     parser.add_argument("materialised", type=Path)
-    parser.add_argument("--samples", type=int, default=4000)
+    parser.add_argument("--samples", type=int, default=6000, help="Timed samples per arm, after the warm-up pass.")
+    parser.add_argument("--warmup", type=int, default=3000, help="Samples of the untimed warm-up pass per arm.")
+    parser.add_argument("--no-augment", action="store_true", help="Without the default augmentation.")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE)

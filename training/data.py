@@ -7,8 +7,10 @@ GPU when there is one; see `BatchNormalizer`). Decoding is sized to the target: 
 
 The batch path decodes straight into the batch: JPEGs to RGB (no conversion), each worker keeps its
 backgrounds converted and resized once, the background-relative depth box is pasted into a copy of
-the background's depth, and in a worker the batch tensors are allocated in shared memory, so sending
-them to the main process copies nothing. Its values are exactly those of the straightforward decode
+the background's depth. A make_loader worker writes each batch into one of a few reused shared-memory
+slots and the loader copies it out as it yields it (training.batch_ring: torch's new shared memory per
+batch costs a page fault per 4 KiB, ~0.5 ms a 224 px sample here); in another DataLoader the batch tensors
+are allocated in shared memory, so sending them copies nothing. Its values are exactly those of the straightforward decode
 through the reader's codecs, converted to RGB (tests/reference_decode.py, the reference it is tested against).
 A recipe sample is rendered straight into the batch arrays (RecipeReader.render_into: the background's RGB
 pixels copied, the object's box composited in place with compose.py's integer math), exactly
@@ -21,6 +23,7 @@ along with each index, so persistent workers need no signal when an epoch change
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -33,6 +36,7 @@ from torch.utils.data import Dataset
 from pipeline import DatasetReader, DepthmaskError
 
 from .augment import AugmentConfig
+from .batch_ring import BatchRing, RingBatch, take_batch
 from .camera_effects import CameraEffects, apply_camera_effects
 from .recipe_source import COMPOSITE_ON, PLACEMENT_MODES, RecipeReader, is_recipe_dataset
 from .sampler import EpochSampler
@@ -44,18 +48,17 @@ __all__ = ["DatasetLoader", "DepthMaskDataset", "collate_batches", "decode_reduc
 # parallel OpenCV call can hang on its first one. Data work is parallel over workers instead.
 cv2.setNumThreads(1)
 CAMERA_STREAM = 0xCA3  # the camera effects' generator: (seed, epoch, index, CAMERA_STREAM)
+PREFETCH_BATCHES = 4  # batches each worker of make_loader's loaders works ahead
 
-def _batch_array(shape: tuple[int, ...], dtype: type) -> tuple[np.ndarray, torch.Tensor]:
-    """An uninitialised array and the tensor on its memory. In a DataLoader worker the memory is shared
-    from the start (as default_collate's batches are), so sending the batch to the main process copies
-    nothing; elsewhere numpy's heap memory, which malloc reuses from batch to batch."""
+def _batch_array(shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """An uninitialised array. In a DataLoader worker (without a batch ring) the memory is shared from the
+    start (as default_collate's batches are), so sending the batch to the main process copies nothing;
+    elsewhere numpy's heap memory, which malloc reuses from batch to batch."""
     if torch.utils.data.get_worker_info() is not None and hasattr(torch.UntypedStorage, "_new_shared"):
         dt = torch.from_numpy(np.empty(0, dtype)).dtype
         storage = torch.UntypedStorage._new_shared(math.prod(shape) * dt.itemsize)
-        tensor = torch.empty(0, dtype=dt).set_(storage, 0, shape)
-        return tensor.numpy(), tensor
-    array = np.empty(shape, dtype)
-    return array, torch.from_numpy(array)
+        return torch.empty(0, dtype=dt).set_(storage, 0, shape).numpy()
+    return np.empty(shape, dtype)
 
 
 def decode_reduction(stored: int, target: int) -> int:
@@ -100,6 +103,7 @@ class DepthMaskDataset(Dataset):
             raise DepthmaskError(f"{root}: split {split!r} has no samples")
         self.augment = augment
         self.seed = seed
+        self._ring: BatchRing | None = None
         self.set_size(size or self.reader.size[0])
 
     def __len__(self) -> int:
@@ -107,8 +111,25 @@ class DepthMaskDataset(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_bg_cache"], state["_scratch_arrays"] = {}, None
+        state["_bg_cache"], state["_scratch_arrays"], state["_ring"] = {}, None, None
         return state
+
+    def use_batch_ring(self, slots: int) -> None:
+        """In a DataLoader worker: send batches through `slots` reused shared-memory slots (training.batch_ring;
+        the loader takes them). make_loader's workers call this."""
+        self._ring = BatchRing(slots)
+
+    def _batch_arrays(self, layout: tuple) -> dict[str, np.ndarray]:
+        """Arrays to fill for a batch of `layout`: in a ring slot, else new (in shared memory in a worker)."""
+        if self._ring is not None:
+            return self._ring.slot(layout)
+        return {name: _batch_array(shape, dtype) for name, shape, dtype in layout}
+
+    def _batch_of(self, arrays: dict[str, np.ndarray]) -> Any:
+        """The filled arrays as the batch the dataset returns (a RingBatch from a ring slot)."""
+        if self._ring is not None:
+            return self._ring.send(arrange_batch)
+        return arrange_batch({name: torch.from_numpy(a) for name, a in arrays.items()})
 
     def set_size(self, size: int) -> None:
         """Change the output size (progressive resizing); loaders made afterwards use it."""
@@ -233,9 +254,10 @@ class DepthMaskDataset(Dataset):
             return self.placement_batch(items)
         n, s = len(items), self.size
         pairs = [item if isinstance(item, tuple) else (0, item) for item in items]
-        (bg, bg_t), (fg_bg, fg_bg_t) = _batch_array((n, s, s, 3), np.uint8), _batch_array((n, s, s, 3), np.uint8)
-        (mask, mask_t), (depth, depth_t) = _batch_array((n, s, s), np.uint8), _batch_array((n, s, s), np.uint16)
-        index, index_t = _batch_array((n,), np.int64)
+        arrays = self._batch_arrays((("bg", (n, s, s, 3), np.uint8), ("fg_bg", (n, s, s, 3), np.uint8),
+                                     ("mask", (n, s, s), np.uint8), ("depth", (n, s, s), np.uint16),
+                                     ("index", (n,), np.int64)))
+        bg, fg_bg, mask, depth, index = (arrays[k] for k in ("bg", "fg_bg", "mask", "depth", "index"))
         index[:] = self.indices[[int(position) for _, position in pairs]]
         augment = self.augment
         if augment is not None:
@@ -261,14 +283,14 @@ class DepthMaskDataset(Dataset):
                                          self.camera, bg[j], fg_bg[j])
             except ValueError as exc:  # DecodeError: the record's fields are checked by the reader
                 raise DepthmaskError(f"{self.reader.where(sample)}: {exc}") from None
-        return {
-            # NHWC in memory, NCHW in shape: a channels_last tensor, no copy
-            "bg": bg_t.permute(0, 3, 1, 2),
-            "fg_bg": fg_bg_t.permute(0, 3, 1, 2),
-            "mask": mask_t.unsqueeze(1),
-            "depth": depth_t.unsqueeze(1),
-            "index": index_t,
-        }
+        return self._batch_of(arrays)
+
+
+def arrange_batch(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A batch's NHWC / NHW arrays as DepthMaskDataset's items: NCHW in shape, NHWC in memory (channels_last
+    tensors, no copy)."""
+    return {"bg": t["bg"].permute(0, 3, 1, 2), "fg_bg": t["fg_bg"].permute(0, 3, 1, 2), "mask": t["mask"].unsqueeze(1),
+            "depth": t["depth"].unsqueeze(1), "index": t["index"]}
 
 
 def _check_device_compositing(root: str | Path, recipes: bool, augment: AugmentConfig | None,
@@ -287,7 +309,7 @@ def _check_device_compositing(root: str | Path, recipes: bool, augment: AugmentC
 
 def collate_batches(batch: Any) -> Any:
     """The dataset already returns whole batches; fall back to stacking for single items."""
-    if isinstance(batch, dict):
+    if isinstance(batch, (dict, RingBatch)):
         return batch
     return {k: torch.stack([b[k] for b in batch]) for k in batch[0]}
 
@@ -298,20 +320,47 @@ class DatasetLoader(torch.utils.data.DataLoader):
 
     def __iter__(self) -> Any:
         self.dataset.reader.check_unchanged()
-        return super().__iter__()
+        return _TakenBatches(super().__iter__())
+
+
+class _TakenBatches:
+    """The DataLoader's iterator, with each batch that came through a worker's ring slot copied out and its
+    slot handed back as it is yielded (training.batch_ring)."""
+
+    def __init__(self, batches: Any):
+        self._batches = batches
+
+    def __iter__(self) -> "_TakenBatches":
+        return self
+
+    def __next__(self) -> Any:
+        return take_batch(next(self._batches))
+
+    def __len__(self) -> int:
+        return len(self._batches)
 
 
 def make_loader(dataset: DepthMaskDataset, *, batch_size: int, shuffle: bool, workers: int, seed: int = 0,
                 rank: int = 0, world_size: int = 1, pin_memory: bool = False,
-                multiprocessing_context: str | None = None) -> torch.utils.data.DataLoader:
+                multiprocessing_context: str | None = None, batch_ring: bool = True) -> torch.utils.data.DataLoader:
+    """The loader of a DepthMaskDataset: whole batches per worker task, an EpochSampler, persistent workers.
+    `batch_ring`: workers send batches through reused shared-memory slots (training.batch_ring), not torch's
+    new shared memory per batch; the batches yielded are the same."""
     sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
+    prefetch = PREFETCH_BATCHES if workers > 0 else None
     return DatasetLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_batches,
         pin_memory=pin_memory, drop_last=False, persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None, multiprocessing_context=multiprocessing_context if workers else None,
-        worker_init_fn=_worker_init if workers > 0 else None)
+        prefetch_factor=prefetch, multiprocessing_context=multiprocessing_context if workers else None,
+        worker_init_fn=functools.partial(_worker_init, batch_slots=PREFETCH_BATCHES + 2 if batch_ring else 0)
+        if workers > 0 else None)
 
 
-def _worker_init(_: int) -> None:
+def _worker_init(_: int, batch_slots: int = 0) -> None:
+    """Single-threaded OpenCV and torch in each worker (the parallelism is the workers), and the batch ring
+    (training.batch_ring; prefetch + 2 slots never make a worker wait)."""
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    dataset = torch.utils.data.get_worker_info().dataset
+    if batch_slots and isinstance(dataset, DepthMaskDataset) and dataset.composite_on == "workers":
+        dataset.use_batch_ring(batch_slots)

@@ -1,0 +1,108 @@
+"""training.batch_ring through the real DataLoader: workers write batches into a few reused shared-memory
+slots and the loader copies each out as it yields it. The batches equal the in-process ones, stay as they
+were however long the consumer keeps them, an epoch cut short hands its discarded slots back, and a
+consumer that never takes its batches gets a one-line error instead of a hung worker."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training import batch_ring
+from training.augment import AugmentConfig
+from training.batch_ring import BatchRing, RingBatch
+from training.data import DepthMaskDataset, make_loader
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _reference(ds: DepthMaskDataset, epoch: int, batch: dict) -> dict:
+    position = {int(i): p for p, i in enumerate(ds.indices)}
+    return ds.__getitems__([(epoch, position[int(i)]) for i in batch["index"]])
+
+
+def test_kept_batches_stay_equal_to_the_in_process_ones(tiny_dataset):
+    """Every batch of two epochs is kept (many more than the 6 slots a worker has): none changes when its
+    slot is written again, and each equals what this process makes for the same (epoch, sample)."""
+    ds = DepthMaskDataset(tiny_dataset, "train", size=48, augment=AugmentConfig(), seed=5)
+    loader = make_loader(ds, batch_size=4, shuffle=True, workers=2, seed=1)
+    kept = []
+    for epoch in range(2):
+        loader.sampler.set_epoch(epoch)
+        kept += [(epoch, batch) for batch in loader]
+    del loader
+    assert len(kept) > 2 * 6  # more batches than the two workers' slots
+    for epoch, batch in kept:
+        assert isinstance(batch, dict)
+        assert batch["bg"].is_contiguous(memory_format=torch.channels_last)
+        for key, value in _reference(ds, epoch, batch).items():
+            assert torch.equal(batch[key], value), (epoch, key)
+
+
+def test_the_ring_and_torchs_batches_are_the_same(tiny_dataset):
+    ds = DepthMaskDataset(tiny_dataset, "train", size=32, augment=AugmentConfig(), seed=2)
+    runs = []
+    for ring in (True, False):
+        loader = make_loader(ds, batch_size=8, shuffle=True, workers=2, seed=3, batch_ring=ring)
+        runs.append(list(loader))
+        del loader
+    assert len(runs[0]) == len(runs[1])
+    for a, b in zip(*runs):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_epochs_cut_short_hand_their_slots_back(tiny_dataset, monkeypatch):
+    """Breaking out of an epoch leaves batches in flight that torch discards: their slots come back when
+    they are dropped, so the next epochs run whole (a lost slot would stop the workers: 2 s here)."""
+    monkeypatch.setattr(batch_ring, "WAIT_LIMIT_S", 2.0)  # inherited by the forked workers
+    ds = DepthMaskDataset(tiny_dataset, "train", size=32)
+    loader = make_loader(ds, batch_size=2, shuffle=True, workers=2, multiprocessing_context="fork")
+    for epoch in range(4):
+        loader.sampler.set_epoch(epoch)
+        for _ in zip(range(1), loader):
+            pass
+    loader.sampler.set_epoch(4)
+    seen = sorted(int(i) for batch in loader for i in batch["index"])
+    del loader
+    assert seen == sorted(int(i) for i in ds.indices)
+
+
+def test_a_consumer_that_never_takes_its_batches_gets_one_line(tiny_dataset, monkeypatch):
+    """torch's own iterator yields RingBatch objects; holding them all leaves the worker no free slot."""
+    monkeypatch.setattr(batch_ring, "WAIT_LIMIT_S", 1.0)
+    ds = DepthMaskDataset(tiny_dataset, "train", size=32)
+    loader = make_loader(ds, batch_size=1, shuffle=False, workers=1, multiprocessing_context="fork")
+    raw = torch.utils.data.DataLoader.__iter__(loader)
+    held = []
+    with pytest.raises(Exception) as caught:
+        for batch in raw:
+            assert isinstance(batch, RingBatch)
+            held.append(batch)
+    assert "DepthmaskError" in str(caught.value)  # the project's one-line error, as dm-train shows it
+    assert "none of its 6 batch slots was handed back in 1 s" in str(caught.value)
+    assert len(held) == 6
+    raw._shutdown_workers()
+    del raw, loader, held
+
+
+def test_a_plain_torch_loader_gets_ordinary_batches(tiny_dataset):
+    """Only make_loader's workers use a ring: the dataset in anybody's DataLoader returns plain tensors."""
+    ds = DepthMaskDataset(tiny_dataset, "val", size=32)
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1, collate_fn=lambda b: b)
+    batch = next(iter(loader))  # the dataset's __getitems__ makes the whole batch
+    assert isinstance(batch, dict) and isinstance(batch["bg"], torch.Tensor)
+    assert all(torch.equal(v, ds.__getitems__([0, 1, 2, 3])[k]) for k, v in batch.items())
+
+
+def test_only_the_receiver_takes_a_batch_and_slots_must_exist():
+    ring = BatchRing(2)
+    arrays = ring.slot((("x", (3,), "uint8"),))
+    arrays["x"][:] = [1, 2, 3]
+    batch = ring.send(lambda t: t)
+    with pytest.raises(RuntimeError, match="only the process that received"):
+        batch.take()
+    received = RingBatch.__new__(RingBatch)
+    received.__setstate__(batch.__getstate__())
+    assert received.take()["x"].tolist() == [1, 2, 3]
+    assert ring._states[0][0] == batch_ring.FREE  # the slot came back
+    with pytest.raises(ValueError, match="slots must be >= 1"):
+        BatchRing(0)
