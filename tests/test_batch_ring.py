@@ -9,7 +9,7 @@ import torch
 
 from training import batch_ring
 from training.augment import AugmentConfig
-from training.batch_ring import BatchRing, RingBatch
+from training.batch_ring import BatchRing, ReceivedSlots, RingBatch
 from training.data import DepthMaskDataset, make_loader
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -29,6 +29,8 @@ def test_kept_batches_stay_equal_to_the_in_process_ones(tiny_dataset):
     for epoch in range(2):
         loader.sampler.set_epoch(epoch)
         kept += [(epoch, batch) for batch in loader]
+    mapped = loader.received_slots._storages
+    assert len({key[:2] for key in mapped}) == 2 and len(mapped) <= 2 * 6  # each worker's slots, mapped once
     del loader
     assert len(kept) > 2 * 6  # more batches than the two workers' slots
     for epoch, batch in kept:
@@ -106,3 +108,19 @@ def test_only_the_receiver_takes_a_batch_and_slots_must_exist():
     assert ring._states[0][0] == batch_ring.FREE  # the slot came back
     with pytest.raises(ValueError, match="slots must be >= 1"):
         BatchRing(0)
+
+
+def test_the_receiver_remembers_the_last_slots_it_mapped():
+    ring = BatchRing(3)
+    received = ReceivedSlots(capacity=2)
+    keys = []
+    for value in range(5):
+        ring.slot((("x", (1,), "uint8"),))["x"][0] = value
+        sent = ring.send(lambda t: t)
+        batch = RingBatch.__new__(RingBatch)
+        batch.__setstate__(sent.__getstate__())
+        keys.append(batch.key)
+        assert received.take(batch)["x"].item() == value
+    assert [k[2] for k in keys] == [0, 1, 2, 0, 1]  # slots reused in turn, each freed by its take
+    assert list(received._storages) == keys[3:]  # the two most recent slots
+    assert received.take({"x": 1}) == {"x": 1}  # anything else passes through

@@ -95,7 +95,7 @@ def test_placement_batches_through_workers_are_deterministic(tiny_recipes, one_t
     batches = list(loader)
     del loader  # its persistent workers stop now, not whenever the garbage collector gets to them
     gc.collect()
-    assert all("fg_bg" not in b and b["lut"].shape == (len(b["index"]), 256) for b in batches)
+    assert all("fg_bg" not in b and b["colour"].shape == (len(b["index"]), 3, 4) for b in batches)
     finished = [compositor.finish(b) for b in batches]
     assert finished[0]["fg_bg"].shape[1:] == (3, 96, 96) and finished[0]["depth"].shape[1:] == (1, 96, 96)
     cpu = DepthMaskDataset(tiny_recipes, "train", placements="per-epoch", augment=AugmentConfig(), size=96)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -108,17 +109,31 @@ def composite_rate(store: RecipeStore, device: str, batch: int, batches: int) ->
 
 
 def loader_rows(args: argparse.Namespace) -> None:
+    """Each round runs every arm once, in the same order (the machine's load drifts between rounds: compare
+    within a round); the medians over rounds follow."""
     arms = (("materialised (decode JPEG/PNG)", args.materialised, {}),
             ("recipes, fixed placements (composite)", args.recipes, {}),
             ("recipes, per-epoch placements", args.recipes, {"placements": "per-epoch"}))
-    for ring in (True, False):
-        print(f"  batches sent {'through the batch ring' if ring else 'as torch sends them (new shared memory each)'}:")
-        rates = []
-        for name, root, options in arms:
-            rate, first, warm = loader_rate(root, args, batch_ring=ring, **options)
-            rates.append(rate)
-            print(f"    {name:40s} {rate:8.0f} samples/s   {rate / rates[0]:.2f}x materialised   "
-                  f"(first batch {first:.1f} s, warm-up pass {warm:.1f} s)")
+    ratios: dict[tuple[bool, str], list[float]] = {}
+    rates: dict[tuple[bool, str], list[float]] = {}
+    for round_ in range(args.rounds):
+        for ring in (True, False):
+            print(f"  round {round_ + 1}, batches sent "
+                  f"{'through the batch ring' if ring else 'as torch sends them (new shared memory each)'}:")
+            first_rate = None
+            for name, root, options in arms:
+                rate, first, warm = loader_rate(root, args, batch_ring=ring, **options)
+                first_rate = first_rate or rate
+                rates.setdefault((ring, name), []).append(rate)
+                ratios.setdefault((ring, name), []).append(rate / first_rate)
+                print(f"    {name:40s} {rate:8.0f} samples/s   {rate / first_rate:.2f}x materialised   "
+                      f"(first batch {first:.1f} s, warm-up pass {warm:.1f} s)", flush=True)
+    if args.rounds > 1:
+        print(f"  medians over {args.rounds} rounds:")
+        for (ring, name), values in rates.items():
+            print(f"    {'ring ' if ring else 'torch'} {name:40s} {statistics.median(values):8.0f} samples/s   "
+                  f"{statistics.median(ratios[(ring, name)]):.2f}x materialised (per round: "
+                  f"{', '.join(f'{r:.2f}' for r in ratios[(ring, name)])})")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         batches, samples = device_rate(args.recipes, args, device, placements="per-epoch")
@@ -135,6 +150,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=6000, help="Timed samples per arm, after the warm-up pass.")
     parser.add_argument("--warmup", type=int, default=3000, help="Samples of the untimed warm-up pass per arm.")
     parser.add_argument("--no-augment", action="store_true", help="Without the default augmentation.")
+    parser.add_argument("--rounds", type=int, default=1, help="Rounds of all loader arms (medians printed).")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE)

@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 from pipeline import DatasetReader, DepthmaskError
 
 from .augment import AugmentConfig
-from .batch_ring import BatchRing, RingBatch, take_batch
+from .batch_ring import BatchRing, ReceivedSlots, RingBatch
 from .camera_effects import CameraEffects, apply_camera_effects
 from .recipe_source import COMPOSITE_ON, PLACEMENT_MODES, RecipeReader, is_recipe_dataset
 from .sampler import EpochSampler
@@ -227,8 +227,8 @@ class DepthMaskDataset(Dataset):
 
     def placement_batch(self, items: Sequence[int | tuple[int, int]]) -> dict[str, torch.Tensor]:
         """A recipe batch as what composites it (composite_on="device"): index, bg, fg, flip, level, x, y,
-        object_depth (N,) int64; with augmentation also mirror (N,) bool, lut (N, 256) uint8 and saturation
-        (N,) float64, drawn from (seed, epoch, index) exactly as the workers' augmentation draws them."""
+        object_depth (N,) int64; with augmentation also mirror (N,) bool and colour (N, 3, 4) float32 (the RGB
+        photometric matrix), drawn from (seed, epoch, index) exactly as the workers' augmentation draws them."""
         pairs = [item if isinstance(item, tuple) else (0, item) for item in items]
         index = self.indices[[int(position) for _, position in pairs]]
         rows = self._placements_of(pairs, index)
@@ -236,15 +236,12 @@ class DepthMaskDataset(Dataset):
         for key in ("bg", "fg", "flip", "level", "x", "y", "object_depth"):
             out[key] = torch.tensor([int(p[key][k]) for p, k in rows], dtype=torch.int64)
         if self.augment is not None:
-            mirror, luts, sats = [], [], []
+            mirror, colours = [], []
             for (epoch, _), sample in zip(pairs, index):
                 rng = np.random.default_rng([self.seed, epoch, int(sample)])
                 mirror.append(bool(pixel_exact_mirror(augment_matrix(rng, self.size, self.augment), self.size)))
-                lut, sat = photometric_draws(rng, self.augment)
-                luts.append(lut)
-                sats.append(sat)
-            out.update(mirror=torch.tensor(mirror), lut=torch.from_numpy(np.stack(luts)),
-                       saturation=torch.tensor(sats, dtype=torch.float64))
+                colours.append(photometric_draws(rng, self.augment, rgb=True))
+            out.update(mirror=torch.tensor(mirror), colour=torch.from_numpy(np.stack(colours)))
         return out
 
     def __getitems__(self, items: Sequence[int | tuple[int, int]]) -> dict[str, torch.Tensor]:
@@ -320,21 +317,23 @@ class DatasetLoader(torch.utils.data.DataLoader):
 
     def __iter__(self) -> Any:
         self.dataset.reader.check_unchanged()
-        return _TakenBatches(super().__iter__())
+        if getattr(self, "received_slots", None) is None:  # one per loader: its mappings of the workers' slots
+            self.received_slots = ReceivedSlots(self.num_workers * (PREFETCH_BATCHES + 2))
+        return _TakenBatches(super().__iter__(), self.received_slots.take)
 
 
 class _TakenBatches:
     """The DataLoader's iterator, with each batch that came through a worker's ring slot copied out and its
     slot handed back as it is yielded (training.batch_ring)."""
 
-    def __init__(self, batches: Any):
-        self._batches = batches
+    def __init__(self, batches: Any, take: Any):
+        self._batches, self._take = batches, take
 
     def __iter__(self) -> "_TakenBatches":
         return self
 
     def __next__(self) -> Any:
-        return take_batch(next(self._batches))
+        return self._take(next(self._batches))
 
     def __len__(self) -> int:
         return len(self._batches)

@@ -2,15 +2,15 @@
 
 The DataLoader workers send only each batch's placements and augmentation draws
 (DepthMaskDataset.placement_batch: sample index, background, cut-out variant, x, y, object depth; the
-mirror, the photometric lookup table and saturation drawn from (seed, epoch, index) as the workers'
-augmentation draws them). `DeviceCompositor.finish` turns such a batch into the batch the workers
+mirror and the photometric colour matrix drawn from (seed, epoch, index) as the workers' augmentation
+draws them). `DeviceCompositor.finish` turns such a batch into the batch the workers
 would have sent, on the device: composite_torch at the stored size (bit-equal to compose.py), an area
 resize to the stage size, the mirror, then the photometry.
 
 Equality with the workers' path (tests/test_device_composite.py):
 - at the stored size without augmentation every field is equal; with the mirror, mask and depth are
-  equal and the photometry (the same lookup table, OpenCV's fixed-point grey, then the saturation blend
-  in float32 as cv2.addWeighted) is within 1 grey level;
+  equal and the photometry (the same colour matrix, in float32 where cv2.transform uses fixed point) is
+  within 1 grey level;
 - at a smaller stage size the resize is area resampling written as two float32 matrix products (cv2
   INTER_AREA's definition: fractional overlaps weighted), NOT bit-equal to cv2.resize(INTER_AREA),
   whose summation order and fixed-point paths differ: values within a level or so, the 0 / 1 mask
@@ -30,10 +30,6 @@ import torch
 
 from .composite_torch import CompositeAssets, composite_batch, possible_variants
 from .data import DepthMaskDataset
-
-# cv2.cvtColor(RGB2GRAY) on uint8: (R * 9798 + G * 19235 + B * 3735 + 2^14) >> 15
-_GRAY_WEIGHTS = (9798, 19235, 3735)
-_GRAY_SHIFT = 15
 
 
 class DeviceCompositor:
@@ -78,8 +74,7 @@ class DeviceCompositor:
             m = p["mirror"][:, None, None, None]
             bg, fg_bg = torch.where(m, bg.flip(-1), bg), torch.where(m, fg_bg.flip(-1), fg_bg)
             mask, depth = torch.where(m, mask.flip(-1), mask), torch.where(m, depth.flip(-1), depth)
-            bg = photometric(bg, p["lut"], p["saturation"])
-            fg_bg = photometric(fg_bg, p["lut"], p["saturation"])
+            bg, fg_bg = photometric(bg, p["colour"]), photometric(fg_bg, p["colour"])
         return {"bg": bg, "fg_bg": fg_bg, "mask": mask, "depth": depth, "index": batch["index"]}
 
 
@@ -103,20 +98,12 @@ def area_resize(x: torch.Tensor, size: int, top: int, dtype: torch.dtype = torch
     return y.add_(0.5).floor_().clamp_(0, top).to(dtype)
 
 
-def photometric(images: torch.Tensor, lut: torch.Tensor, saturation: torch.Tensor) -> torch.Tensor:
-    """transforms.photometric on (N, 3, H, W) uint8 RGB with per-sample draws (lut (N, 256) uint8, saturation
-    (N,)): the lookup table exactly, OpenCV's fixed-point grey exactly, the blend
-    img * sat + grey * (1 - sat) in float32 rounded half to even (cv2.addWeighted's rule; within 1 level)."""
-    n = images.shape[0]
-    offsets = torch.arange(0, n * 256, 256, device=images.device).view(n, 1, 1, 1)
-    looked = torch.take(lut, images.contiguous().to(torch.int64) + offsets)  # (N, 3, H, W) uint8, NCHW
-    wide = looked.to(torch.int32)
-    r, g, b = wide[:, 0], wide[:, 1], wide[:, 2]
-    wr, wg, wb = _GRAY_WEIGHTS
-    gray = ((r * wr + g * wg + b * wb + (1 << (_GRAY_SHIFT - 1))) >> _GRAY_SHIFT).unsqueeze(1)
-    sat = saturation.to(torch.float32)[:, None, None, None]
-    blended = looked.to(torch.float32) * sat + gray.to(torch.float32) * (1 - sat)
-    return blended.round_().clamp_(0, 255).to(torch.uint8)
+def photometric(images: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+    """transforms.photometric on (N, 3, H, W) uint8 RGB with per-sample colour matrices (N, 3, 4) float32
+    (transforms.photometric_draws): the matrix product in float32, rounded half to even and saturated.
+    cv2.transform computes it in fixed point: within 1 level."""
+    y = torch.einsum("nij,njhw->nihw", colour[:, :, :3], images.to(torch.float32))
+    return y.add_(colour[:, :, 3, None, None]).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def device_compositor(dataset: DepthMaskDataset, device: torch.device | str) -> Any:

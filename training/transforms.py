@@ -83,25 +83,29 @@ def warp_sample(m: np.ndarray, bg, fg_bg, mask, depth, size: int,
             cv2.warpAffine(depth, m, (size, size), dst=dst[3], flags=flags_nn, borderMode=border))
 
 
-def photometric_draws(rng: np.random.Generator, config: AugmentConfig) -> tuple[np.ndarray, float]:
-    """What `photometric` draws from `rng`: (the brightness/contrast lookup table (256,) uint8, the saturation
-    factor); training.device_batches applies them on the device."""
+# ITU-R BT.601 luma weights (OpenCV's RGB -> grey), in R, G, B order
+GREY_WEIGHTS_RGB = (0.299, 0.587, 0.114)
+
+
+def photometric_draws(rng: np.random.Generator, config: AugmentConfig, rgb: bool = True) -> np.ndarray:
+    """What `photometric` draws from `rng`, as the (3, 4) float32 colour matrix it applies to each pixel (v, 1):
+    contrast k about grey level 128 and brightness b (k * v + 128 * (1 - k) + b), then saturation s (a blend
+    s * v + (1 - s) * grey(v)); for RGB pixels, or BGR with rgb=False. training.device_batches applies it on
+    the device."""
     b = rng.uniform(-config.brightness, config.brightness) * 255
     k = rng.uniform(1 - config.contrast, 1 + config.contrast)
     sat = rng.uniform(1 - config.saturation, 1 + config.saturation)
-    return np.clip((np.arange(256) - 128.0) * k + 128.0 + b, 0, 255).astype(np.uint8), sat
+    w = GREY_WEIGHTS_RGB if rgb else GREY_WEIGHTS_RGB[::-1]
+    offset = 128.0 * (1 - k) + b  # the saturation blend keeps a grey offset: its rows sum to 1
+    return np.array([[k * ((1 - sat) * w[j] + (sat if i == j else 0.0)) for j in range(3)] + [offset]
+                     for i in range(3)], np.float32)
 
 
 def photometric(rng: np.random.Generator, config: AugmentConfig, *images: np.ndarray, rgb: bool = False,
                 in_place: bool = False) -> list[np.ndarray]:
-    """Same brightness/contrast (one lookup table) and saturation change on every image given (BGR,
-    or RGB with `rgb`: the same result in the other channel order). `in_place` overwrites the images."""
-    lut, sat = photometric_draws(rng, config)
-    to_gray, from_gray = (cv2.COLOR_RGB2GRAY, cv2.COLOR_GRAY2RGB) if rgb else (cv2.COLOR_BGR2GRAY, cv2.COLOR_GRAY2BGR)
-    out = []
-    for img in images:
-        dst = img if in_place else None
-        img = cv2.LUT(img, lut, dst=dst)
-        gray = cv2.cvtColor(cv2.cvtColor(img, to_gray), from_gray)
-        out.append(cv2.addWeighted(img, sat, gray, 1 - sat, 0, dst=dst))
-    return out
+    """The same brightness, contrast and saturation change on every image given (BGR, or RGB with `rgb`: the
+    same result in the other channel order), in one pass each: cv2.transform with photometric_draws's matrix,
+    rounded and saturated once at the end (~36 us a 224 px image here, a third of a lookup table, a grey
+    conversion and a blend in turn). `in_place` overwrites the images."""
+    matrix = photometric_draws(rng, config, rgb)
+    return [cv2.transform(img, matrix, dst=img if in_place else None) for img in images]
