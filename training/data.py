@@ -9,9 +9,10 @@ The batch path decodes straight into the batch: JPEGs to RGB (no conversion), ea
 backgrounds converted and resized once, the background-relative depth box is pasted into a copy of
 the background's depth. A make_loader worker writes each batch into one of a few reused shared-memory
 slots and the loader copies it out as it yields it (training.batch_ring: torch's new shared memory per
-batch costs a page fault per 4 KiB, ~0.5 ms a 224 px sample here); in another DataLoader the batch tensors
-are allocated in shared memory, so sending them copies nothing. Its values are exactly those of the straightforward decode
-through the reader's codecs, converted to RGB (tests/reference_decode.py, the reference it is tested against).
+batch costs a page fault per 4 KiB, ~0.5 ms a 224 px sample here); in another DataLoader the batch
+tensors are allocated in shared memory, so sending them copies nothing. Its values are exactly those of
+the straightforward decode through the reader's codecs, converted to RGB (tests/reference_decode.py, the
+reference it is tested against).
 A recipe sample is rendered straight into the batch arrays (RecipeReader.render_into: the background's RGB
 pixels copied, the object's box composited in place with compose.py's integer math), exactly
 RecipeStore.render in RGB (tests/test_recipe_loading.py). With composite_on="device" a worker sends only
@@ -244,9 +245,10 @@ class DepthMaskDataset(Dataset):
             out.update(mirror=torch.tensor(mirror), colour=torch.from_numpy(np.stack(colours)))
         return out
 
-    def __getitems__(self, items: Sequence[int | tuple[int, int]]) -> dict[str, torch.Tensor]:
-        """A whole batch, decoded straight into the batch tensors (in shared memory in a worker); with
-        composite_on="device", only its placements (`placement_batch`)."""
+    def __getitems__(self, items: Sequence[int | tuple[int, int]]) -> Any:
+        """A whole batch, decoded straight into the batch tensors (in shared memory in a worker; in a make_loader
+        worker, a batch_ring.RingBatch the loader takes); with composite_on="device", only its placements
+        (`placement_batch`)."""
         if self.composite_on == "device":
             return self.placement_batch(items)
         n, s = len(items), self.size
