@@ -10,7 +10,7 @@ import torch
 from training import batch_ring
 from training.augment import AugmentConfig
 from training.batch_ring import BatchRing, ReceivedSlots, RingBatch
-from training.data import DepthMaskDataset, make_loader
+from training.data import DepthMaskDataset, collate_batches, make_loader
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -89,7 +89,7 @@ def test_a_consumer_that_never_takes_its_batches_gets_one_line(tiny_dataset, mon
 def test_a_plain_torch_loader_gets_ordinary_batches(tiny_dataset):
     """Only make_loader's workers use a ring: the dataset in anybody's DataLoader returns plain tensors."""
     ds = DepthMaskDataset(tiny_dataset, "val", size=32)
-    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1, collate_fn=lambda b: b)
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1, collate_fn=collate_batches)
     batch = next(iter(loader))  # the dataset's __getitems__ makes the whole batch
     assert isinstance(batch, dict) and isinstance(batch["bg"], torch.Tensor)
     assert all(torch.equal(v, ds.__getitems__([0, 1, 2, 3])[k]) for k, v in batch.items())

@@ -4,6 +4,7 @@ writer and dataset class deliver the same values."""
 from __future__ import annotations
 
 import importlib
+import multiprocessing
 import sys
 from pathlib import Path
 
@@ -92,7 +93,11 @@ def test_peer_reads_back_what_it_was_given(bench, source, tmp_path, system, one_
                "mds": lambda: bench.write_mds(source, out),
                "litdata": lambda: bench.write_litdata(source, out, cache),
                "hf": lambda: bench.write_hf(source, out, cache)}
+    method = multiprocessing.get_start_method(allow_none=True)
     writers[system]()
+    # a writer leaves the process's start method as it was (litdata.optimize forces spawn: every later
+    # DataLoader of the process, the rest of this test suite included, would spawn its workers)
+    assert multiprocessing.get_start_method(allow_none=True) == method
     tally = fresh_tally()
     for batch in getattr(bench, f"loader_{system}")(out, 8, 0):
         bench.check_batch(batch, source, tally)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import io
 import json
 import os
@@ -41,7 +40,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -233,11 +232,19 @@ def _source(cache: str) -> Source:
 
 
 def write_litdata(source: Source, out: Path, cache: Path) -> None:
+    """litdata.optimize sets the process's multiprocessing start method to spawn (force=True) and leaves it so:
+    every DataLoader made afterwards in the process would spawn its workers. The caller's method is put back."""
+    import multiprocessing
+
     import litdata
 
-    litdata.optimize(fn=functools.partial(_litdata_item, str(cache)), inputs=list(range(source.count)),
-                     output_dir=str(out), chunk_bytes=CHUNK_BYTES, num_workers=1, reorder_files=False,
-                     verbose=False)
+    previous = multiprocessing.get_start_method(allow_none=True)
+    try:
+        litdata.optimize(fn=functools.partial(_litdata_item, str(cache)), inputs=list(range(source.count)),
+                         output_dir=str(out), chunk_bytes=CHUNK_BYTES, num_workers=1, reorder_files=False,
+                         verbose=False)
+    finally:
+        multiprocessing.set_start_method(previous, force=True)
 
 
 def _litdata_dataset_class():
