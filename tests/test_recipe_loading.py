@@ -36,6 +36,37 @@ def test_every_field_equals_the_materialised_sample(tiny_recipes, tiny_dataset):
     assert 0 < jpeg_error < 3  # the materialised fg_bg is the same composite, JPEG-encoded
 
 
+@pytest.mark.parametrize("size", [192, 96])
+def test_augmented_recipe_batches_equal_render_then_augment(tiny_recipes, size):
+    """The augmented batch path (rendered straight into the batch, mirrored in place, one-pass photometry)
+    equals the plain way: RecipeStore.render, to RGB, area-resized, warp_sample, photometric."""
+    import cv2
+
+    from training.augment import AugmentConfig
+    from training.transforms import augment_matrix, photometric, resize_sample, warp_sample
+
+    ds = DepthMaskDataset(tiny_recipes, "train", size=size, augment=AugmentConfig(), seed=7)
+    store = RecipeStore.open(tiny_recipes)
+    batch = ds.__getitems__([(3, p) for p in range(len(ds))])
+    mirrored = 0
+    for j, index in enumerate(batch["index"].tolist()):
+        ref = store.render(index)
+        bg_input = cv2.cvtColor(store.backgrounds[int(store.placements([index])["bg"][0])][1], cv2.COLOR_BGR2RGB)
+        if bg_input.shape[0] != size:
+            bg_input = cv2.resize(bg_input, (size, size), interpolation=cv2.INTER_AREA)
+        _, fg_bg, mask, depth = resize_sample(bg_input, np.ascontiguousarray(ref["fg_bg"][:, :, ::-1]),
+                                              (ref["mask"] >= 128).astype(np.uint8), ref["depth"], size)
+        rng = np.random.default_rng([7, 3, index])
+        m = augment_matrix(rng, size, ds.augment)
+        mirrored += int(m[0, 0] < 0)
+        bg, fg_bg, mask, depth = warp_sample(m, bg_input, fg_bg, mask, depth, size)
+        bg, fg_bg = photometric(rng, ds.augment, bg, fg_bg, rgb=True)
+        for name, value in (("bg", bg), ("fg_bg", fg_bg), ("mask", mask), ("depth", depth)):
+            got = batch[name][j].permute(1, 2, 0).numpy()
+            assert np.array_equal(got.reshape(value.shape), value), (index, name)
+    assert 0 < mirrored < len(ds)  # both branches ran
+
+
 def test_per_epoch_placements_through_workers(tiny_recipes):
     dataset = DepthMaskDataset(tiny_recipes, "train", placements="per-epoch")
     loader = make_loader(dataset, batch_size=16, shuffle=False, workers=2)

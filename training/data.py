@@ -259,8 +259,7 @@ class DepthMaskDataset(Dataset):
         bg, fg_bg, mask, depth, index = (arrays[k] for k in ("bg", "fg_bg", "mask", "depth", "index"))
         index[:] = self.indices[[int(position) for _, position in pairs]]
         augment = self.augment
-        if augment is not None:
-            plain = (np.empty((s, s, 3), np.uint8), np.empty((s, s), np.uint8), np.empty((s, s), np.uint16))
+        plain = None  # a sample's unaugmented arrays, for crop / rotation
         placements = self._placements_of(pairs, index) if self.recipes else None  # the batch's at once
         for j, (epoch, _) in enumerate(pairs):
             sample = int(index[j])
@@ -272,10 +271,23 @@ class DepthMaskDataset(Dataset):
                     np.copyto(bg[j], bg_image)
                     self._sample_into(source, fg_bg[j], mask[j], depth[j])
                 else:  # the geometry, then the photometry, from one generator
-                    self._sample_into(source, *plain)
                     rng = np.random.default_rng([self.seed, epoch, sample])
                     m = augment_matrix(rng, s, augment)
-                    warp_sample(m, bg_image, *plain, s, out=(bg[j], fg_bg[j], mask[j], depth[j]))
+                    mirror = pixel_exact_mirror(m, s)
+                    if mirror is None:  # crop / rotation: warped from a plain copy
+                        if plain is None:
+                            plain = (np.empty((s, s, 3), np.uint8), np.empty((s, s), np.uint8),
+                                     np.empty((s, s), np.uint16))
+                        self._sample_into(source, *plain)
+                        warp_sample(m, bg_image, *plain, s, out=(bg[j], fg_bg[j], mask[j], depth[j]))
+                    else:  # identity or mirror (the default): straight into the batch, mirrored in place
+                        self._sample_into(source, fg_bg[j], mask[j], depth[j])
+                        if mirror:
+                            cv2.flip(bg_image, 1, dst=bg[j])
+                            for a in (fg_bg[j], mask[j], depth[j]):
+                                cv2.flip(a, 1, dst=a)
+                        else:
+                            np.copyto(bg[j], bg_image)
                     photometric(rng, augment, bg[j], fg_bg[j], rgb=True, in_place=True)
                 if self.camera is not None:  # its own stream: the augmentation's draws stay as they were
                     apply_camera_effects(np.random.default_rng([self.seed, epoch, sample, CAMERA_STREAM]),
