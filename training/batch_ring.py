@@ -103,11 +103,6 @@ class RingBatch:
             pass
 
 
-def take_batch(batch: Any) -> Any:
-    """What a loader yields: a RingBatch taken, anything else as it is."""
-    return batch.take() if isinstance(batch, RingBatch) else batch
-
-
 class ReceivedSlots:
     """The receiving side's memory of the slots it has mapped: the storages of the last `capacity` slots (a
     loader's workers x slots) stay referenced, so when a slot arrives again torch's sharing cache returns the
@@ -119,7 +114,7 @@ class ReceivedSlots:
         self._storages: OrderedDict[Hashable, torch.UntypedStorage] = OrderedDict()
 
     def take(self, batch: Any) -> Any:
-        """take_batch, remembering a RingBatch's slot."""
+        """What the loader yields: a RingBatch taken (its slot remembered), anything else as it is."""
         if not isinstance(batch, RingBatch):
             return batch
         self._storages[batch.key] = batch.storage
@@ -162,7 +157,7 @@ class BatchRing:
             if time.monotonic() > deadline:
                 raise DepthmaskError(f"DataLoader worker: none of its {self.slots} batch slots was handed back in "
                                      f"{WAIT_LIMIT_S:.0f} s; batches must be taken through the loader's iterator "
-                                     "(training.batch_ring.take_batch)")
+                                     "(training.batch_ring.ReceivedSlots.take)")
             time.sleep(0.001)
 
     def slot(self, layout: Layout) -> dict[str, np.ndarray]:

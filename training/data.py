@@ -50,6 +50,7 @@ __all__ = ["DatasetLoader", "DepthMaskDataset", "collate_batches", "decode_reduc
 cv2.setNumThreads(1)
 CAMERA_STREAM = 0xCA3  # the camera effects' generator: (seed, epoch, index, CAMERA_STREAM)
 PREFETCH_BATCHES = 4  # batches each worker of make_loader's loaders works ahead
+BATCH_SLOTS = PREFETCH_BATCHES + 2  # a worker's batch ring: never makes it wait (training.batch_ring)
 
 def _batch_array(shape: tuple[int, ...], dtype: type) -> np.ndarray:
     """An uninitialised array. In a DataLoader worker (without a batch ring) the memory is shared from the
@@ -273,21 +274,16 @@ class DepthMaskDataset(Dataset):
                 else:  # the geometry, then the photometry, from one generator
                     rng = np.random.default_rng([self.seed, epoch, sample])
                     m = augment_matrix(rng, s, augment)
-                    mirror = pixel_exact_mirror(m, s)
-                    if mirror is None:  # crop / rotation: warped from a plain copy
+                    dst = (bg[j], fg_bg[j], mask[j], depth[j])
+                    if pixel_exact_mirror(m, s) is None:  # crop / rotation: warped from a plain copy
                         if plain is None:
                             plain = (np.empty((s, s, 3), np.uint8), np.empty((s, s), np.uint8),
                                      np.empty((s, s), np.uint16))
-                        self._sample_into(source, *plain)
-                        warp_sample(m, bg_image, *plain, s, out=(bg[j], fg_bg[j], mask[j], depth[j]))
-                    else:  # identity or mirror (the default): straight into the batch, mirrored in place
-                        self._sample_into(source, fg_bg[j], mask[j], depth[j])
-                        if mirror:
-                            cv2.flip(bg_image, 1, dst=bg[j])
-                            for a in (fg_bg[j], mask[j], depth[j]):
-                                cv2.flip(a, 1, dst=a)
-                        else:
-                            np.copyto(bg[j], bg_image)
+                        unwarped = plain
+                    else:  # identity or mirror (the default): straight into the batch, warped in place
+                        unwarped = dst[1:]
+                    self._sample_into(source, *unwarped)
+                    warp_sample(m, bg_image, *unwarped, s, out=dst)
                     photometric(rng, augment, bg[j], fg_bg[j], rgb=True, in_place=True)
                 if self.camera is not None:  # its own stream: the augmentation's draws stay as they were
                     apply_camera_effects(np.random.default_rng([self.seed, epoch, sample, CAMERA_STREAM]),
@@ -332,7 +328,7 @@ class DatasetLoader(torch.utils.data.DataLoader):
     def __iter__(self) -> Any:
         self.dataset.reader.check_unchanged()
         if getattr(self, "received_slots", None) is None:  # one per loader: its mappings of the workers' slots
-            self.received_slots = ReceivedSlots(self.num_workers * (PREFETCH_BATCHES + 2))
+            self.received_slots = ReceivedSlots(self.num_workers * BATCH_SLOTS)
         return _TakenBatches(super().__iter__(), self.received_slots.take)
 
 
@@ -365,13 +361,13 @@ def make_loader(dataset: DepthMaskDataset, *, batch_size: int, shuffle: bool, wo
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_batches,
         pin_memory=pin_memory, drop_last=False, persistent_workers=workers > 0,
         prefetch_factor=prefetch, multiprocessing_context=multiprocessing_context if workers else None,
-        worker_init_fn=functools.partial(_worker_init, batch_slots=PREFETCH_BATCHES + 2 if batch_ring else 0)
+        worker_init_fn=functools.partial(_worker_init, batch_slots=BATCH_SLOTS if batch_ring else 0)
         if workers > 0 else None)
 
 
 def _worker_init(_: int, batch_slots: int = 0) -> None:
     """Single-threaded OpenCV and torch in each worker (the parallelism is the workers), and the batch ring
-    (training.batch_ring; prefetch + 2 slots never make a worker wait)."""
+    (training.batch_ring) of `batch_slots` slots."""
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     dataset = torch.utils.data.get_worker_info().dataset

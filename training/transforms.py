@@ -62,7 +62,8 @@ def warp_sample(m: np.ndarray, bg, fg_bg, mask, depth, size: int,
     arrays to write into (size x size, the inputs' types).
 
     The map of the default augmentation (no crop, no rotation) is the identity or a mirror: then the
-    arrays are copied or flipped, the same values as the warp's at ~1/25 of its cost."""
+    arrays are copied or flipped, the same values as the warp's at ~1/25 of its cost; for such a map an
+    array of `out` may be its input itself (flipped in place, or left as it is)."""
     arrays = (bg, fg_bg, mask, depth)
     dst = out if out is not None else (None,) * 4
     mirror = pixel_exact_mirror(m, size)
@@ -72,7 +73,8 @@ def warp_sample(m: np.ndarray, bg, fg_bg, mask, depth, size: int,
         if out is None:
             return tuple(a.copy() for a in arrays)
         for a, d in zip(arrays, out):
-            np.copyto(d, a)
+            if d is not a:
+                np.copyto(d, a)
         return tuple(out)
     flags_img = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     flags_nn = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
