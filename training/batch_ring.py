@@ -4,16 +4,19 @@ torch sends every batch a worker makes in a new shared-memory file, and the kern
 each of its 4 KiB pages when the worker first writes it: ~4-5 µs a page on the 2-core machines the
 benchmarks run on, ~0.5 ms for one 224 px sample (bg, fg_bg, mask, depth: 110 pages), as long as compositing
 a recipe sample takes. Here a worker keeps `slots` shared buffers and writes batch after batch into them
-in place; the process that receives a batch copies it out into ordinary memory (`RingBatch.take`, which
-malloc reuses from batch to batch: ~30 µs a sample) and hands the slot back. So the batches the user gets
-are their own, as torch's are: keeping one does not pin a slot, and nothing is ever overwritten under them.
+in place. The receiver's tensors are views of the slot (`RingBatch.take`): nothing is copied, and the slot
+goes back to its worker when the last tensor that views it is gone (`_SlotLease`, numpy's base of every
+field, is what the tensors keep alive: slices and views included). A batch the user keeps keeps its slot;
+a worker that finds none of its slots free sends its batch in new shared memory instead, as torch does, so
+keeping batches never makes a worker wait and nothing is ever written under a live tensor. With pinned
+memory (`RingBatch.pin_memory`, torch's pin-memory thread) the batch is copied into page-locked memory and
+the slot freed at once.
 
 Ownership of a slot: the worker's while its state is FREE; SENT from when the worker returns a batch in it
-until the receiver has copied the batch out, or dropped it without taking it (torch discards the
-batches in flight when an epoch is cut short: `RingBatch.__del__` frees their slots). The DataLoader has at
-most `prefetch_factor` batches of a worker in flight, and the receiver frees a slot before it asks the
-worker for more than one further batch, so `prefetch_factor + 2` slots never make a worker wait; a worker
-that finds no free slot for `WAIT_LIMIT_S` says so instead of waiting for ever.
+until the receiver's last view of it is gone, or the receiver dropped it without taking it (torch discards
+the batches in flight when an epoch is cut short: `RingBatch.__del__` frees their slots). The DataLoader has
+at most `prefetch_factor` batches of a worker in flight, so with `prefetch_factor + 2` slots a training loop
+that holds a batch or two at a time has its batches in the ring.
 
 Only loaders made by training.data.make_loader use a ring (their worker_init turns it on): a plain
 torch DataLoader over a DepthMaskDataset gets torch's ordinary batches.
@@ -22,18 +25,14 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections import OrderedDict
 from typing import Any, Callable, Hashable
 
 import numpy as np
 import torch
 
-from pipeline import DepthmaskError
-
 ALIGN = 64  # bytes: the slot's state word, then each field, start on a cache line
 FREE, SENT = 0, 1
-WAIT_LIMIT_S = 300.0
 
 # (name, shape, numpy dtype) of each field of a batch, in slot order
 Layout = tuple[tuple[str, tuple[int, ...], Any], ...]
@@ -58,10 +57,30 @@ def _view(storage: torch.UntypedStorage, offset: int, shape: tuple[int, ...], dt
     return torch.empty(0, dtype=dt).set_(storage, offset // dt.itemsize, shape)
 
 
+def _free_slot_of(storage: torch.UntypedStorage) -> None:
+    _view(storage, 0, (1,), np.int64).fill_(FREE)
+
+
+class _SlotLease:
+    """A received slot's bytes as numpy sees them (`np.asarray(lease)`): every field of a taken batch is a view
+    of that array, so the lease lives as long as any tensor on the slot does, and its end frees the slot."""
+
+    def __init__(self, storage: torch.UntypedStorage):
+        self.storage = storage
+        self.__array_interface__ = {"version": 3, "shape": (storage.nbytes(),), "typestr": "|u1",
+                                    "data": (storage.data_ptr(), False)}
+
+    def __del__(self) -> None:
+        try:
+            _free_slot_of(self.storage)
+        except Exception:  # interpreter shutdown: the slot's memory goes with the worker
+            pass
+
+
 class RingBatch:
     """A batch in a ring slot, as it crosses from the worker to the receiver: the slot's storage, the
     layout, and `arrange` (a picklable function that makes the batch's tensors into what the dataset
-    returns). `take()` gives that, copied out, and frees the slot."""
+    returns). `take()` gives that, as views of the slot; `key` names a ring slot (None: a one-off slot)."""
 
     def __init__(self, storage: torch.UntypedStorage, layout: Layout, arrange: Callable[[dict], Any],
                  key: Hashable = None):
@@ -76,15 +95,25 @@ class RingBatch:
         self._received = True
 
     def take(self, pin: bool = False) -> Any:
-        """The batch copied out of the slot into new tensors (page-locked with `pin`), then the slot freed."""
+        """The batch's tensors: views of the slot, which goes back to the worker when the last of them is gone;
+        with `pin`, copied into new page-locked tensors and the slot freed at once."""
         if not self._received:
             raise RuntimeError("RingBatch.take: only the process that received the batch takes it")
+        if self.storage is None:
+            raise RuntimeError("RingBatch.take: the batch was taken already")
         offsets, _ = _offsets(self.layout)
         out = {}
-        for (name, shape, dtype), offset in zip(self.layout, offsets):
-            source = _view(self.storage, offset, shape, dtype)
-            out[name] = torch.empty(shape, dtype=source.dtype, pin_memory=pin).copy_(source)
-        self._free()
+        if pin:
+            for (name, shape, dtype), offset in zip(self.layout, offsets):
+                source = _view(self.storage, offset, shape, dtype)
+                out[name] = torch.empty(shape, dtype=source.dtype, pin_memory=True).copy_(source)
+            self._free()
+        else:
+            whole = np.asarray(_SlotLease(self.storage))
+            self.storage = None  # the lease frees the slot now
+            for (name, shape, dtype), offset in zip(self.layout, offsets):
+                nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+                out[name] = torch.from_numpy(whole[offset:offset + nbytes].view(dtype).reshape(shape))
         return self.arrange(out)
 
     def pin_memory(self) -> Any:
@@ -93,7 +122,7 @@ class RingBatch:
 
     def _free(self) -> None:
         if self._received and self.storage is not None:
-            _view(self.storage, 0, (1,), np.int64).fill_(FREE)
+            _free_slot_of(self.storage)
             self.storage = None
 
     def __del__(self) -> None:
@@ -112,11 +141,15 @@ class ReceivedSlots:
     def __init__(self, capacity: int):
         self.capacity = max(1, capacity)
         self._storages: OrderedDict[Hashable, torch.UntypedStorage] = OrderedDict()
+        self.one_off = 0  # batches that came in a one-off slot (their worker's ring was all in use)
 
     def take(self, batch: Any) -> Any:
-        """What the loader yields: a RingBatch taken (its slot remembered), anything else as it is."""
+        """What the loader yields: a RingBatch taken (its ring slot remembered), anything else as it is."""
         if not isinstance(batch, RingBatch):
             return batch
+        if batch.key is None:
+            self.one_off += 1
+            return batch.take()
         self._storages[batch.key] = batch.storage
         self._storages.move_to_end(batch.key)
         while len(self._storages) > self.capacity:
@@ -126,7 +159,8 @@ class ReceivedSlots:
 
 class BatchRing:
     """A worker's slots. `slot(layout)` gives numpy arrays to fill in a free slot (made, or made again
-    larger, when the layout needs more room), and `send(arrange)` the RingBatch of the slot filled last."""
+    larger, when the layout needs more room; a one-off slot when all are in use), and `send(arrange)` the
+    RingBatch of the slot filled last."""
 
     def __init__(self, slots: int):
         if slots < 1:
@@ -136,7 +170,7 @@ class BatchRing:
         self._states: list[np.ndarray] = []
         self._next = 0
         self._generation = 0  # a slot's key: (worker pid, generation, slot)
-        self._filling: tuple[torch.UntypedStorage, np.ndarray, Layout, tuple] | None = None
+        self._filling: tuple[torch.UntypedStorage, np.ndarray, Layout, Hashable] | None = None
 
     def _make(self, nbytes: int) -> None:
         self._storages = [torch.UntypedStorage._new_shared(nbytes) for _ in range(self.slots)]
@@ -146,27 +180,24 @@ class BatchRing:
         self._next = 0
         self._generation += 1
 
-    def _free_slot(self) -> int:
-        deadline = None
-        while True:
-            for _ in range(self.slots):
-                k, self._next = self._next, (self._next + 1) % self.slots
-                if self._states[k][0] == FREE:
-                    return k
-            deadline = deadline or time.monotonic() + WAIT_LIMIT_S
-            if time.monotonic() > deadline:
-                raise DepthmaskError(f"DataLoader worker: none of its {self.slots} batch slots was handed back in "
-                                     f"{WAIT_LIMIT_S:.0f} s; batches must be taken through the loader's iterator "
-                                     "(training.batch_ring.ReceivedSlots.take)")
-            time.sleep(0.001)
+    def _free_slot(self) -> int | None:
+        for _ in range(self.slots):
+            k, self._next = self._next, (self._next + 1) % self.slots
+            if self._states[k][0] == FREE:
+                return k
+        return None
 
     def slot(self, layout: Layout) -> dict[str, np.ndarray]:
         offsets, nbytes = _offsets(layout)
         if not self._storages or self._storages[0].nbytes() < nbytes:
             self._make(nbytes)
         k = self._free_slot()
-        storage = self._storages[k]
-        self._filling = (storage, self._states[k], layout, (os.getpid(), self._generation, k))
+        if k is None:  # the receiver holds every slot: new shared memory for this batch, as torch would
+            storage = torch.UntypedStorage._new_shared(nbytes)
+            self._filling = (storage, _view(storage, 0, (1,), np.int64).numpy(), layout, None)
+        else:
+            storage = self._storages[k]
+            self._filling = (storage, self._states[k], layout, (os.getpid(), self._generation, k))
         return {name: _view(storage, offset, shape, dtype).numpy()
                 for (name, shape, dtype), offset in zip(layout, offsets)}
 

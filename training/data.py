@@ -8,8 +8,8 @@ GPU when there is one; see `BatchNormalizer`). Decoding is sized to the target: 
 The batch path decodes straight into the batch: JPEGs to RGB (no conversion), each worker keeps its
 backgrounds converted and resized once, the background-relative depth box is pasted into a copy of
 the background's depth. A make_loader worker writes each batch into one of a few reused shared-memory
-slots and the loader copies it out as it yields it (training.batch_ring: torch's new shared memory per
-batch costs a page fault per 4 KiB, ~0.5 ms a 224 px sample here); in another DataLoader the batch
+slots and the loader yields views of the slot, freed when the last is gone (training.batch_ring: torch's new
+shared memory per batch costs a page fault per 4 KiB, ~0.5 ms a 224 px sample here); in another DataLoader the batch
 tensors are allocated in shared memory, so sending them copies nothing. Its values are exactly those of
 the straightforward decode through the reader's codecs, converted to RGB (tests/reference_decode.py, the
 reference it is tested against).
@@ -333,8 +333,8 @@ class DatasetLoader(torch.utils.data.DataLoader):
 
 
 class _TakenBatches:
-    """The DataLoader's iterator, with each batch that came through a worker's ring slot copied out and its
-    slot handed back as it is yielded (training.batch_ring)."""
+    """The DataLoader's iterator, with each batch that came through a worker's ring slot taken as it is yielded
+    (training.batch_ring: tensors on the slot, which goes back to its worker when they are gone)."""
 
     def __init__(self, batches: Any, take: Any):
         self._batches, self._take = batches, take
