@@ -7,7 +7,8 @@ import numpy as np
 
 from pipeline import DepthmaskError
 from training.data import DepthMaskDataset, decode_reduction
-from training.transforms import augment_matrix, photometric, resize_sample, warp_sample
+from training.transforms import (augment_matrix, augment_uniforms, colour_matrices, photometric, resize_sample,
+                                warp_sample)
 
 
 def load_sample(dataset: DepthMaskDataset, position: int, epoch: int = 0) -> tuple[np.ndarray, ...]:
@@ -30,12 +31,12 @@ def load_sample(dataset: DepthMaskDataset, position: int, epoch: int = 0) -> tup
         bg = cv2.resize(bg, (size, size), interpolation=cv2.INTER_AREA)
     if dataset.augment is None:
         return resize_sample(bg, fg_bg, mask, depth, size)
-    rng = np.random.default_rng([dataset.seed, epoch, index])
+    u = augment_uniforms(dataset.seed, [epoch], [index])
     if mask.shape[0] != size:
         _, fg_bg, mask, depth = resize_sample(bg, fg_bg, mask, depth, size)
     elif fg_bg.shape[0] != size:
         fg_bg = cv2.resize(fg_bg, (size, size), interpolation=cv2.INTER_AREA)
-    m = augment_matrix(rng, size, dataset.augment)
+    m = augment_matrix(u[0], size, dataset.augment)
     bg, fg_bg, mask, depth = warp_sample(m, bg, fg_bg, mask, depth, size)
-    bg, fg_bg = photometric(rng, dataset.augment, bg, fg_bg)
+    bg, fg_bg = photometric(colour_matrices(u, dataset.augment, rgb=False)[0], bg, fg_bg)
     return bg, fg_bg, mask, depth

@@ -22,7 +22,8 @@ from training.augment import AugmentConfig
 from training.data import DepthMaskDataset, decode_reduction, make_loader
 from training.inputs import BatchNormalizer
 from training.sampler import EpochSampler
-from training.transforms import augment_matrix, photometric, resize_sample, warp_sample
+from training.transforms import (augment_matrix, augment_uniforms, colour_matrices, photometric, resize_sample,
+                                warp_sample)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -106,10 +107,10 @@ def reference_sample(reader: DatasetReader, ds: DepthMaskDataset, epoch: int, po
     bg = ref["bg"] if ref["bg"].shape[0] == size else cv2.resize(ref["bg"], (size, size), interpolation=cv2.INTER_AREA)
     bg, fg_bg, mask, depth = resize_sample(bg, ref["fg_bg"], (ref["mask"] >= 128).astype(np.uint8), ref["depth"], size)
     if ds.augment is not None:
-        rng = np.random.default_rng([ds.seed, epoch, index])
-        m = augment_matrix(rng, size, ds.augment)
+        u = augment_uniforms(ds.seed, [epoch], [index])
+        m = augment_matrix(u[0], size, ds.augment)
         bg, fg_bg, mask, depth = warp_sample(m, bg, fg_bg, mask, depth, size)
-        bg, fg_bg = photometric(rng, ds.augment, bg, fg_bg)
+        bg, fg_bg = photometric(colour_matrices(u, ds.augment, rgb=False)[0], bg, fg_bg)
     chw = lambda a: torch.from_numpy(np.ascontiguousarray(a[:, :, ::-1].transpose(2, 0, 1)))  # noqa: E731
     return {"bg": chw(bg), "fg_bg": chw(fg_bg), "mask": torch.from_numpy(mask)[None],
             "depth": torch.from_numpy(depth)[None], "index": torch.tensor(index)}
@@ -165,6 +166,35 @@ def test_augment_config_defaults_and_checks():
             AugmentConfig(**{field: value})
 
 
+def test_augment_uniforms_depend_only_on_seed_epoch_and_index():
+    """A sample's draws do not depend on the batch it comes in (nor on its position there or the other
+    epochs in it); other epochs, indices and seeds draw other values; they are uniform in [0, 1)."""
+    batch = augment_uniforms(5, [2, 7, 2, 2], [10, 10, 11, 10])
+    assert batch.shape == (4, 8) and batch.dtype == np.float64
+    assert np.array_equal(batch[0], augment_uniforms(5, [2], [10])[0]) and np.array_equal(batch[0], batch[3])
+    assert np.array_equal(batch[1], augment_uniforms(5, [7], [10])[0])
+    assert len({tuple(row) for row in batch[:3]} | {tuple(augment_uniforms(6, [2], [10])[0])}) == 4
+    many = augment_uniforms(0, np.zeros(20000, int), np.arange(20000))
+    assert 0 <= many.min() and many.max() < 1
+    assert np.allclose(many.mean(axis=0), 0.5, atol=0.01) and np.abs(np.corrcoef(many.T) - np.eye(8)).max() < 0.03
+
+
+def test_colour_matrices_are_contrast_brightness_and_saturation():
+    """Each (3, 4) matrix maps a grey pixel g to k * (g - 128) + 128 + b in every channel (saturation leaves
+    grey alone), and is the same change in RGB and BGR channel order."""
+    config = AugmentConfig(brightness=0.3, contrast=0.25, saturation=0.5)
+    u = augment_uniforms(1, np.zeros(50, int), np.arange(50))
+    rgb, bgr = colour_matrices(u, config), colour_matrices(u, config, rgb=False)
+    assert rgb.shape == (50, 3, 4) and rgb.dtype == np.float32
+    k = 1 + config.contrast * (2 * u[:, 6] - 1)
+    b = config.brightness * (2 * u[:, 5] - 1) * 255
+    for g in (0.0, 90.0, 200.0):
+        want = np.broadcast_to((k * (g - 128) + 128 + b)[:, None], (50, 3))
+        np.testing.assert_allclose(rgb[:, :, :3].sum(axis=2) * g + rgb[:, :, 3], want, rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(bgr, rgb[:, ::-1, ::-1][:, :, [1, 2, 3, 0]])  # channels reversed, offset last
+    assert {round(float(v), 2) for v in k} != {1.0}  # the draws vary
+
+
 def test_default_geometry_is_an_exact_mirror(tiny_dataset):
     """Without crop or rotation the warp only mirrors: depth and mask keep their exact values."""
     plain = DepthMaskDataset(tiny_dataset, "train", size=64)
@@ -188,7 +218,7 @@ def test_mirror_shortcut_equals_the_warp(size, hflip):
     image = (size, size, 3)
     arrays = (rng.integers(0, 256, image, dtype=np.uint8), rng.integers(0, 256, image, dtype=np.uint8),
               rng.integers(0, 2, image[:2], dtype=np.uint8), rng.integers(0, 65536, image[:2], dtype=np.uint16))
-    m = augment_matrix(np.random.default_rng(0), size, AugmentConfig(hflip=hflip))
+    m = augment_matrix(augment_uniforms(0, [0], [0])[0], size, AugmentConfig(hflip=hflip))
     flags = [cv2.INTER_LINEAR, cv2.INTER_LINEAR, cv2.INTER_NEAREST, cv2.INTER_NEAREST]
     warped = [cv2.warpAffine(a, m, (size, size), flags=f | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT_101)
               for a, f in zip(arrays, flags)]
@@ -233,18 +263,18 @@ def test_photometry_changes_only_the_images(tiny_dataset):
 
 
 def test_augmentation_equals_the_manual_transform(tiny_dataset):
-    """load_sample() with augmentation == augment_matrix + warp_sample + photometric, in that order, from the rng
-    seeded with (seed, epoch, sample index), applied to the unaugmented arrays."""
+    """load_sample() with augmentation == augment_matrix + warp_sample + photometric, in that order, from the
+    uniforms of (seed, epoch, sample index), applied to the unaugmented arrays."""
     config = AugmentConfig(min_scale=0.8, max_rotation_deg=5.0)
     plain = DepthMaskDataset(tiny_dataset, "train", size=64)
     aug = DepthMaskDataset(tiny_dataset, "train", size=64, augment=config, seed=7)
     for epoch, position in ((0, 0), (2, 9), (5, 33)):
         index = int(aug.indices[position])
         bg, fg_bg, mask, depth = load_sample(plain, position)
-        rng = np.random.default_rng([7, epoch, index])
-        m = augment_matrix(rng, 64, config)
+        u = augment_uniforms(7, [epoch], [index])
+        m = augment_matrix(u[0], 64, config)
         bg, fg_bg, mask, depth = warp_sample(m, bg, fg_bg, mask, depth, 64)
-        bg, fg_bg = photometric(rng, config, bg, fg_bg)
+        bg, fg_bg = photometric(colour_matrices(u, config, rgb=False)[0], bg, fg_bg)
         got = load_sample(aug, position, epoch)
         for name, want, have in zip(("bg", "fg_bg", "mask", "depth"), (bg, fg_bg, mask, depth), got):
             np.testing.assert_array_equal(have, want, err_msg=name)

@@ -43,7 +43,8 @@ def test_augmented_recipe_batches_equal_render_then_augment(tiny_recipes, size):
     import cv2
 
     from training.augment import AugmentConfig
-    from training.transforms import augment_matrix, photometric, resize_sample, warp_sample
+    from training.transforms import (augment_matrix, augment_uniforms, colour_matrices, photometric, resize_sample,
+                                    warp_sample)
 
     ds = DepthMaskDataset(tiny_recipes, "train", size=size, augment=AugmentConfig(), seed=7)
     store = RecipeStore.open(tiny_recipes)
@@ -56,11 +57,11 @@ def test_augmented_recipe_batches_equal_render_then_augment(tiny_recipes, size):
             bg_input = cv2.resize(bg_input, (size, size), interpolation=cv2.INTER_AREA)
         _, fg_bg, mask, depth = resize_sample(bg_input, np.ascontiguousarray(ref["fg_bg"][:, :, ::-1]),
                                               (ref["mask"] >= 128).astype(np.uint8), ref["depth"], size)
-        rng = np.random.default_rng([7, 3, index])
-        m = augment_matrix(rng, size, ds.augment)
+        u = augment_uniforms(7, [3], [index])
+        m = augment_matrix(u[0], size, ds.augment)
         mirrored += int(m[0, 0] < 0)
         bg, fg_bg, mask, depth = warp_sample(m, bg_input, fg_bg, mask, depth, size)
-        bg, fg_bg = photometric(rng, ds.augment, bg, fg_bg, rgb=True)
+        bg, fg_bg = photometric(colour_matrices(u, ds.augment)[0], bg, fg_bg)
         for name, value in (("bg", bg), ("fg_bg", fg_bg), ("mask", mask), ("depth", depth)):
             got = batch[name][j].permute(1, 2, 0).numpy()
             assert np.array_equal(got.reshape(value.shape), value), (index, name)

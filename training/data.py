@@ -41,7 +41,8 @@ from .batch_ring import BatchRing, ReceivedSlots, RingBatch
 from .camera_effects import CameraEffects, apply_camera_effects
 from .recipe_source import COMPOSITE_ON, PLACEMENT_MODES, RecipeReader, is_recipe_dataset
 from .sampler import EpochSampler
-from .transforms import augment_matrix, photometric, photometric_draws, pixel_exact_mirror, warp_sample
+from .transforms import (augment_matrix, augment_uniforms, colour_matrices, photometric, pixel_exact_mirror,
+                         warp_sample)
 
 __all__ = ["DatasetLoader", "DepthMaskDataset", "collate_batches", "decode_reduction", "make_loader"]
 
@@ -238,12 +239,9 @@ class DepthMaskDataset(Dataset):
         for key in ("bg", "fg", "flip", "level", "x", "y", "object_depth"):
             out[key] = torch.tensor([int(p[key][k]) for p, k in rows], dtype=torch.int64)
         if self.augment is not None:
-            mirror, colours = [], []
-            for (epoch, _), sample in zip(pairs, index):
-                rng = np.random.default_rng([self.seed, epoch, int(sample)])
-                mirror.append(bool(pixel_exact_mirror(augment_matrix(rng, self.size, self.augment), self.size)))
-                colours.append(photometric_draws(rng, self.augment, rgb=True))
-            out.update(mirror=torch.tensor(mirror), colour=torch.from_numpy(np.stack(colours)))
+            u = augment_uniforms(self.seed, [epoch for epoch, _ in pairs], index)
+            mirror = [bool(pixel_exact_mirror(augment_matrix(row, self.size, self.augment), self.size)) for row in u]
+            out.update(mirror=torch.tensor(mirror), colour=torch.from_numpy(colour_matrices(u, self.augment)))
         return out
 
     def __getitems__(self, items: Sequence[int | tuple[int, int]]) -> Any:
@@ -260,6 +258,9 @@ class DepthMaskDataset(Dataset):
         bg, fg_bg, mask, depth, index = (arrays[k] for k in ("bg", "fg_bg", "mask", "depth", "index"))
         index[:] = self.indices[[int(position) for _, position in pairs]]
         augment = self.augment
+        if augment is not None:  # the batch's draws at once
+            uniforms = augment_uniforms(self.seed, [epoch for epoch, _ in pairs], index)
+            colours = colour_matrices(uniforms, augment)
         plain = None  # a sample's unaugmented arrays, for crop / rotation
         placements = self._placements_of(pairs, index) if self.recipes else None  # the batch's at once
         for j, (epoch, _) in enumerate(pairs):
@@ -271,9 +272,8 @@ class DepthMaskDataset(Dataset):
                 if augment is None:
                     np.copyto(bg[j], bg_image)
                     self._sample_into(source, fg_bg[j], mask[j], depth[j])
-                else:  # the geometry, then the photometry, from one generator
-                    rng = np.random.default_rng([self.seed, epoch, sample])
-                    m = augment_matrix(rng, s, augment)
+                else:  # the geometry, then the photometry
+                    m = augment_matrix(uniforms[j], s, augment)
                     dst = (bg[j], fg_bg[j], mask[j], depth[j])
                     if pixel_exact_mirror(m, s) is None:  # crop / rotation: warped from a plain copy
                         if plain is None:
@@ -284,7 +284,7 @@ class DepthMaskDataset(Dataset):
                         unwarped = dst[1:]
                     self._sample_into(source, *unwarped)
                     warp_sample(m, bg_image, *unwarped, s, out=dst)
-                    photometric(rng, augment, bg[j], fg_bg[j], rgb=True, in_place=True)
+                    photometric(colours[j], bg[j], fg_bg[j], in_place=True)
                 if self.camera is not None:  # its own stream: the augmentation's draws stay as they were
                     apply_camera_effects(np.random.default_rng([self.seed, epoch, sample, CAMERA_STREAM]),
                                          self.camera, bg[j], fg_bg[j])

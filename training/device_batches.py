@@ -100,7 +100,7 @@ def area_resize(x: torch.Tensor, size: int, top: int, dtype: torch.dtype = torch
 
 def photometric(images: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
     """transforms.photometric on (N, 3, H, W) uint8 RGB with per-sample colour matrices (N, 3, 4) float32
-    (transforms.photometric_draws): the matrix product in float32, rounded half to even and saturated.
+    (transforms.colour_matrices): the matrix product in float32, rounded half to even and saturated.
     cv2.transform computes it in fixed point: within 1 level."""
     y = torch.einsum("nij,njhw->nihw", colour[:, :, :3], images.to(torch.float32))
     return y.add_(colour[:, :, 3, None, None]).round_().clamp_(0, 255).to(torch.uint8)

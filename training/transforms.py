@@ -11,6 +11,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from pipeline.plan import mix64, uniform01
+
 from .augment import AugmentConfig
 
 
@@ -26,21 +28,45 @@ def resize_sample(bg: np.ndarray, fg_bg: np.ndarray, mask: np.ndarray, depth: np
     return area(bg), area(fg_bg), mask, area(depth)
 
 
-def augment_matrix(rng: np.random.Generator, size: int, config: AugmentConfig) -> np.ndarray:
-    """A 2x3 affine map from output pixels to input pixels: random crop-scale, rotation, mirror."""
-    scale = rng.uniform(config.min_scale, 1.0)
-    angle = math.radians(rng.uniform(-config.max_rotation_deg, config.max_rotation_deg))
-    flip = rng.random() < config.hflip
+AUGMENT_EPOCH_STREAM = 0xA06E  # an epoch's augmentation seed: SplitMix64(seed, epoch, AUGMENT_EPOCH_STREAM)
+AUGMENT_STREAM = 0xA060  # draw k of sample i: SplitMix64(the epoch's seed, i * AUGMENT_DRAWS + k, AUGMENT_STREAM)
+# a sample's uniforms, in order: crop scale, angle, mirror, crop centre x, y (augment_matrix); brightness,
+# contrast, saturation (colour_matrices)
+AUGMENT_DRAWS = 8
+GEOMETRY, COLOUR = slice(0, 5), slice(5, 8)
+
+
+def augment_uniforms(seed: int, epochs: Sequence[int], samples: Sequence[int]) -> np.ndarray:
+    """(N, AUGMENT_DRAWS) uniforms in [0, 1) that the augmentation of each (epoch, sample index) is made of.
+    Counter-based (SplitMix64, pipeline.plan.uniform01), so a sample's augmentation depends on nothing but
+    (seed, epoch, index), and a whole batch is drawn at once: ~1 us a sample, where a numpy Generator
+    seeded per sample cost ~60 us in Python."""
+    epochs, samples = np.asarray(epochs, np.int64), np.asarray(samples, np.int64)
+    out = np.empty((len(samples), AUGMENT_DRAWS))
+    draws = np.arange(AUGMENT_DRAWS, dtype=np.int64)
+    for epoch in np.unique(epochs):
+        rows = epochs == epoch
+        epoch_seed = int(mix64(seed, np.array([epoch], np.int64), AUGMENT_EPOCH_STREAM)[0])
+        out[rows] = uniform01(epoch_seed, samples[rows, None] * AUGMENT_DRAWS + draws, AUGMENT_STREAM)
+    return out
+
+
+def augment_matrix(u: np.ndarray, size: int, config: AugmentConfig) -> np.ndarray:
+    """A 2x3 affine map from output pixels to input pixels: random crop-scale, rotation, mirror, from a sample's
+    uniforms (a row of augment_uniforms; the first five are used). With the default geometry (no crop, no
+    rotation) it is exactly the identity or the mirror (pixel_exact_mirror)."""
+    u_scale, u_angle, u_flip, u_x, u_y = u[GEOMETRY].tolist()
+    scale = config.min_scale + (1.0 - config.min_scale) * u_scale
+    angle = math.radians(config.max_rotation_deg * (2.0 * u_angle - 1.0))
     crop = scale * size
-    cx = rng.uniform(crop / 2, size - crop / 2)
-    cy = rng.uniform(crop / 2, size - crop / 2)
+    cx = crop / 2 + (size - crop) * u_x
+    cy = crop / 2 + (size - crop) * u_y
     c, s = math.cos(angle) * scale, math.sin(angle) * scale
-    fx = -1.0 if flip else 1.0
+    fx = -1.0 if u_flip < config.hflip else 1.0
     # output pixel u (centred) -> input = centre + R * S * diag(fx, 1) * u
-    m = np.array([[c * fx, -s, 0.0], [s * fx, c, 0.0]])
+    a, b, d, e = c * fx, -s, s * fx, c
     half = (size - 1) / 2
-    m[:, 2] = [cx - 0.5 - (m[0, 0] * half + m[0, 1] * half), cy - 0.5 - (m[1, 0] * half + m[1, 1] * half)]
-    return m
+    return np.array([[a, b, cx - 0.5 - (a * half + b * half)], [d, e, cy - 0.5 - (d * half + e * half)]])
 
 
 def pixel_exact_mirror(m: np.ndarray, size: int) -> bool | None:
@@ -89,25 +115,25 @@ def warp_sample(m: np.ndarray, bg, fg_bg, mask, depth, size: int,
 GREY_WEIGHTS_RGB = (0.299, 0.587, 0.114)
 
 
-def photometric_draws(rng: np.random.Generator, config: AugmentConfig, rgb: bool = True) -> np.ndarray:
-    """What `photometric` draws from `rng`, as the (3, 4) float32 colour matrix it applies to each pixel (v, 1):
-    contrast k about grey level 128 and brightness b (k * v + 128 * (1 - k) + b), then saturation s (a blend
-    s * v + (1 - s) * grey(v)); for RGB pixels, or BGR with rgb=False. training.device_batches applies it on
-    the device."""
-    b = rng.uniform(-config.brightness, config.brightness) * 255
-    k = rng.uniform(1 - config.contrast, 1 + config.contrast)
-    sat = rng.uniform(1 - config.saturation, 1 + config.saturation)
-    w = GREY_WEIGHTS_RGB if rgb else GREY_WEIGHTS_RGB[::-1]
-    offset = 128.0 * (1 - k) + b  # the saturation blend keeps a grey offset: its rows sum to 1
-    return np.array([[k * ((1 - sat) * w[j] + (sat if i == j else 0.0)) for j in range(3)] + [offset]
-                     for i in range(3)], np.float32)
+def colour_matrices(u: np.ndarray, config: AugmentConfig, rgb: bool = True) -> np.ndarray:
+    """(N, 3, 4) float32: each sample's colour matrix, applied to every pixel (v, 1) of both its images, from
+    its uniforms (N, AUGMENT_DRAWS) (augment_uniforms; the last three are used): contrast k about grey level
+    128 and brightness b (k * v + 128 * (1 - k) + b), then saturation s (a blend s * v + (1 - s) * grey(v)); for
+    RGB pixels, or BGR with rgb=False. training.device_batches applies them on the device."""
+    u = np.asarray(u, np.float64)[:, COLOUR]
+    b = config.brightness * (2.0 * u[:, 0] - 1.0) * 255
+    k = 1.0 + config.contrast * (2.0 * u[:, 1] - 1.0)
+    sat = 1.0 + config.saturation * (2.0 * u[:, 2] - 1.0)
+    w = np.array(GREY_WEIGHTS_RGB if rgb else GREY_WEIGHTS_RGB[::-1])
+    out = np.empty((len(u), 3, 4))
+    out[:, :, :3] = (k * (1 - sat))[:, None, None] * w + (k * sat)[:, None, None] * np.eye(3)
+    out[:, :, 3] = (128.0 * (1 - k) + b)[:, None]  # the saturation blend keeps a grey offset: its rows sum to 1
+    return out.astype(np.float32)
 
 
-def photometric(rng: np.random.Generator, config: AugmentConfig, *images: np.ndarray, rgb: bool = False,
-                in_place: bool = False) -> list[np.ndarray]:
-    """The same brightness, contrast and saturation change on every image given (BGR, or RGB with `rgb`: the
-    same result in the other channel order), in one pass each: cv2.transform with photometric_draws's matrix,
-    rounded and saturated once at the end (~36 us a 224 px image here, a third of a lookup table, a grey
-    conversion and a blend in turn). `in_place` overwrites the images."""
-    matrix = photometric_draws(rng, config, rgb)
-    return [cv2.transform(img, matrix, dst=img if in_place else None) for img in images]
+def photometric(colour: np.ndarray, *images: np.ndarray, in_place: bool = False) -> list[np.ndarray]:
+    """The same brightness, contrast and saturation change on every image given: one pass each, cv2.transform
+    with a sample's (3, 4) colour matrix (colour_matrices, for the images' channel order), rounded and saturated
+    once at the end (~36 us a 224 px image here, a third of a lookup table, a grey conversion and a blend in
+    turn). `in_place` overwrites the images."""
+    return [cv2.transform(img, colour, dst=img if in_place else None) for img in images]
