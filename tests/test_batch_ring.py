@@ -5,6 +5,9 @@ gone. The batches equal the in-process ones and stay as they were however long t
 epoch cut short hands its discarded slots back."""
 from __future__ import annotations
 
+import gc
+import os
+
 import pytest
 import torch
 
@@ -103,6 +106,23 @@ def test_a_slot_comes_back_when_its_last_view_is_gone():
     assert ring._states[0][0] == batch_ring.FREE
     ring.slot((("x", (4,), "uint8"),))
     assert ring.send(lambda t: t).key is not None
+
+
+def test_a_forked_child_dropping_its_copy_of_a_batch_frees_nothing():
+    """A process forked while the batch is alive (a new DataLoader's workers) inherits its lease; the child
+    dropping it must not hand the slot back under the parent's tensors."""
+    ring = BatchRing(1)
+    ring.slot((("x", (2,), "uint8"),))
+    taken = _received(ring.send(lambda t: t)).take()
+    pid = os.fork()
+    if pid == 0:  # the child: drop the batch, report the slot's state
+        del taken
+        gc.collect()
+        os._exit(0 if ring._states[0][0] == batch_ring.SENT else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert ring._states[0][0] == batch_ring.SENT
+    del taken
+    assert ring._states[0][0] == batch_ring.FREE
 
 
 def test_pinned_batches_are_copies_and_free_the_slot_at_once():

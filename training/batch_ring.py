@@ -63,16 +63,18 @@ def _free_slot_of(storage: torch.UntypedStorage) -> None:
 
 class _SlotLease:
     """A received slot's bytes as numpy sees them (`np.asarray(lease)`): every field of a taken batch is a view
-    of that array, so the lease lives as long as any tensor on the slot does, and its end frees the slot."""
+    of that array, so the lease lives as long as any tensor on the slot does, and its end frees the slot (in
+    the process that took it: a forked child's copy of the lease frees nothing)."""
 
     def __init__(self, storage: torch.UntypedStorage):
-        self.storage = storage
+        self.storage, self.pid = storage, os.getpid()
         self.__array_interface__ = {"version": 3, "shape": (storage.nbytes(),), "typestr": "|u1",
                                     "data": (storage.data_ptr(), False)}
 
     def __del__(self) -> None:
         try:
-            _free_slot_of(self.storage)
+            if os.getpid() == self.pid:
+                _free_slot_of(self.storage)
         except Exception:  # interpreter shutdown: the slot's memory goes with the worker
             pass
 
@@ -85,19 +87,19 @@ class RingBatch:
     def __init__(self, storage: torch.UntypedStorage, layout: Layout, arrange: Callable[[dict], Any],
                  key: Hashable = None):
         self.storage, self.layout, self.arrange, self.key = storage, layout, arrange, key
-        self._received = False  # the worker's own object never frees the slot
+        self._received: int | bool = False  # the worker's own object never frees the slot
 
     def __getstate__(self) -> dict[str, Any]:
         return {"storage": self.storage, "layout": self.layout, "arrange": self.arrange, "key": self.key}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._received = True
+        self._received = os.getpid()  # only the receiving process frees the slot, not a child forked later
 
     def take(self, pin: bool = False) -> Any:
         """The batch's tensors: views of the slot, which goes back to the worker when the last of them is gone;
         with `pin`, copied into new page-locked tensors and the slot freed at once."""
-        if not self._received:
+        if self._received != os.getpid():
             raise RuntimeError("RingBatch.take: only the process that received the batch takes it")
         if self.storage is None:
             raise RuntimeError("RingBatch.take: the batch was taken already")
@@ -121,7 +123,7 @@ class RingBatch:
         return self.take(pin=True)
 
     def _free(self) -> None:
-        if self._received and self.storage is not None:
+        if self._received == os.getpid() and self.storage is not None:
             _free_slot_of(self.storage)
             self.storage = None
 

@@ -354,7 +354,8 @@ def make_loader(dataset: DepthMaskDataset, *, batch_size: int, shuffle: bool, wo
                 multiprocessing_context: str | None = None, batch_ring: bool = True) -> torch.utils.data.DataLoader:
     """The loader of a DepthMaskDataset: whole batches per worker task, an EpochSampler, persistent workers.
     `batch_ring`: workers send batches through reused shared-memory slots (training.batch_ring), not torch's
-    new shared memory per batch; the batches yielded are the same."""
+    new shared memory per batch. The batches yielded are the same, and as with torch's they are views of shared
+    memory: a batch (or any view of it) that is kept keeps its slot, and the worker uses new memory meanwhile."""
     sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
     prefetch = PREFETCH_BATCHES if workers > 0 else None
     return DatasetLoader(
