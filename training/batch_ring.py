@@ -87,19 +87,19 @@ class RingBatch:
     def __init__(self, storage: torch.UntypedStorage, layout: Layout, arrange: Callable[[dict], Any],
                  key: Hashable = None):
         self.storage, self.layout, self.arrange, self.key = storage, layout, arrange, key
-        self._received: int | bool = False  # the worker's own object never frees the slot
+        self._receiver: int | None = None  # pid of the process that received it: only it frees the slot
 
     def __getstate__(self) -> dict[str, Any]:
         return {"storage": self.storage, "layout": self.layout, "arrange": self.arrange, "key": self.key}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._received = os.getpid()  # only the receiving process frees the slot, not a child forked later
+        self._receiver = os.getpid()  # not the worker's own object, nor a child forked later
 
     def take(self, pin: bool = False) -> Any:
         """The batch's tensors: views of the slot, which goes back to the worker when the last of them is gone;
         with `pin`, copied into new page-locked tensors and the slot freed at once."""
-        if self._received != os.getpid():
+        if self._receiver != os.getpid():
             raise RuntimeError("RingBatch.take: only the process that received the batch takes it")
         if self.storage is None:
             raise RuntimeError("RingBatch.take: the batch was taken already")
@@ -123,7 +123,7 @@ class RingBatch:
         return self.take(pin=True)
 
     def _free(self) -> None:
-        if self._received == os.getpid() and self.storage is not None:
+        if self._receiver == os.getpid() and self.storage is not None:
             _free_slot_of(self.storage)
             self.storage = None
 
