@@ -51,14 +51,21 @@ def _offsets(layout: Layout) -> tuple[list[int], int]:
     return offsets, at
 
 
-def _view(storage: torch.UntypedStorage, offset: int, shape: tuple[int, ...], dtype: Any) -> torch.Tensor:
-    """A tensor of `shape` and numpy `dtype` on `storage` from byte `offset` (a multiple of the item size)."""
-    dt = torch.from_numpy(np.empty(0, dtype)).dtype
-    return torch.empty(0, dtype=dt).set_(storage, offset // dt.itemsize, shape)
+def _slot_bytes(storage: torch.UntypedStorage) -> np.ndarray:
+    """A slot's bytes as a uint8 numpy array (its state word is the first 8)."""
+    return torch.empty(0, dtype=torch.uint8).set_(storage, 0, (storage.nbytes(),)).numpy()
 
 
-def _free_slot_of(storage: torch.UntypedStorage) -> None:
-    _view(storage, 0, (1,), np.int64).fill_(FREE)
+def _state(storage: torch.UntypedStorage) -> np.ndarray:
+    """The slot's state word (FREE / SENT), a 1-element int64 view."""
+    return _slot_bytes(storage)[:8].view(np.int64)
+
+
+def _fields(slot: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
+    """Each field of `layout` as a numpy view of the slot's bytes `slot`: the one place a slot is laid out."""
+    offsets, _ = _offsets(layout)
+    return {name: slot[offset:offset + math.prod(shape) * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
+            for (name, shape, dtype), offset in zip(layout, offsets)}
 
 
 class _SlotLease:
@@ -74,7 +81,7 @@ class _SlotLease:
     def __del__(self) -> None:
         try:
             if os.getpid() == self.pid:
-                _free_slot_of(self.storage)
+                _state(self.storage)[0] = FREE
         except Exception:  # interpreter shutdown: the slot's memory goes with the worker
             pass
 
@@ -103,19 +110,14 @@ class RingBatch:
             raise RuntimeError("RingBatch.take: only the process that received the batch takes it")
         if self.storage is None:
             raise RuntimeError("RingBatch.take: the batch was taken already")
-        offsets, _ = _offsets(self.layout)
-        out = {}
         if pin:
-            for (name, shape, dtype), offset in zip(self.layout, offsets):
-                source = _view(self.storage, offset, shape, dtype)
-                out[name] = torch.empty(shape, dtype=source.dtype, pin_memory=True).copy_(source)
+            sources = {name: torch.from_numpy(a) for name, a in _fields(_slot_bytes(self.storage), self.layout).items()}
+            out = {name: torch.empty_like(t, pin_memory=True).copy_(t) for name, t in sources.items()}
             self._free()
         else:
-            whole = np.asarray(_SlotLease(self.storage))
+            fields = _fields(np.asarray(_SlotLease(self.storage)), self.layout)
             self.storage = None  # the lease frees the slot now
-            for (name, shape, dtype), offset in zip(self.layout, offsets):
-                nbytes = math.prod(shape) * np.dtype(dtype).itemsize
-                out[name] = torch.from_numpy(whole[offset:offset + nbytes].view(dtype).reshape(shape))
+            out = {name: torch.from_numpy(a) for name, a in fields.items()}
         return self.arrange(out)
 
     def pin_memory(self) -> Any:
@@ -124,7 +126,7 @@ class RingBatch:
 
     def _free(self) -> None:
         if self._receiver == os.getpid() and self.storage is not None:
-            _free_slot_of(self.storage)
+            _state(self.storage)[0] = FREE
             self.storage = None
 
     def __del__(self) -> None:
@@ -151,11 +153,11 @@ class ReceivedSlots:
             return batch
         if batch.key is None:
             self.one_off += 1
-            return batch.take()
-        self._storages[batch.key] = batch.storage
-        self._storages.move_to_end(batch.key)
-        while len(self._storages) > self.capacity:
-            self._storages.popitem(last=False)
+        else:
+            self._storages[batch.key] = batch.storage
+            self._storages.move_to_end(batch.key)
+            while len(self._storages) > self.capacity:
+                self._storages.popitem(last=False)
         return batch.take()
 
 
@@ -176,7 +178,7 @@ class BatchRing:
 
     def _make(self, nbytes: int) -> None:
         self._storages = [torch.UntypedStorage._new_shared(nbytes) for _ in range(self.slots)]
-        self._states = [_view(s, 0, (1,), np.int64).numpy() for s in self._storages]
+        self._states = [_state(s) for s in self._storages]
         for state in self._states:
             state[0] = FREE
         self._next = 0
@@ -190,18 +192,17 @@ class BatchRing:
         return None
 
     def slot(self, layout: Layout) -> dict[str, np.ndarray]:
-        offsets, nbytes = _offsets(layout)
+        _, nbytes = _offsets(layout)
         if not self._storages or self._storages[0].nbytes() < nbytes:
             self._make(nbytes)
         k = self._free_slot()
         if k is None:  # the receiver holds every slot: new shared memory for this batch, as torch would
             storage = torch.UntypedStorage._new_shared(nbytes)
-            self._filling = (storage, _view(storage, 0, (1,), np.int64).numpy(), layout, None)
+            self._filling = (storage, _state(storage), layout, None)
         else:
             storage = self._storages[k]
             self._filling = (storage, self._states[k], layout, (os.getpid(), self._generation, k))
-        return {name: _view(storage, offset, shape, dtype).numpy()
-                for (name, shape, dtype), offset in zip(layout, offsets)}
+        return _fields(_slot_bytes(storage), layout)
 
     def send(self, arrange: Callable[[dict], Any]) -> RingBatch:
         """The slot filled last as a RingBatch, marked SENT (a slot whose filling failed stays FREE)."""
